@@ -1,0 +1,127 @@
+"""MAX runtime: device choice, dtypes, one inference session per device, timed compilation.
+
+Graph construction lives in :mod:`maxwhisper_lib.graphs`; weights reach a compiled model through
+``weights_registry`` so a graph compiles once per shape signature and MAX's on-disk cache
+(``~/.cache/modular``, see :func:`compile_cache_dir`) reuses it across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from max.driver import CPU, Accelerator, Buffer, Device, accelerator_count
+from max.dtype import DType
+from max.engine import InferenceSession, Model
+from max.graph import DeviceRef, Graph
+
+from .errors import DecodingOptionsError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "gpu")
+DTYPE_CHOICES = ("float32", "float16", "bfloat16")
+
+_DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
+
+
+def gpu_available() -> bool:
+    """Whether MAX sees an accelerator on this machine."""
+    try:
+        return accelerator_count() > 0
+    except Exception:  # a broken driver install is "no GPU", not a crash
+        return False
+
+
+def resolve_device_name(device: str = "auto") -> str:
+    """``auto`` -> ``gpu`` when MAX sees an accelerator, else ``cpu``; validates the choice."""
+    name = device.lower()
+    if name.startswith("cuda"):
+        name = "gpu"
+    if name not in DEVICE_CHOICES:
+        raise DecodingOptionsError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    if name == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    if name == "gpu" and not gpu_available():
+        raise DecodingOptionsError("device 'gpu' requested, but MAX sees no accelerator on this machine")
+    return name
+
+
+@cache
+def get_device(name: str) -> Device:
+    """The MAX driver device for ``cpu`` or ``gpu`` (one object per process)."""
+    return Accelerator() if resolve_device_name(name) == "gpu" else CPU()
+
+
+def resolve_dtype(dtype: str, device_name: str) -> DType:
+    """The MAX dtype for activations and weights; half precision is a GPU option only."""
+    if dtype not in _DTYPES:
+        raise DecodingOptionsError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+    if dtype != "float32" and device_name == "cpu":
+        raise DecodingOptionsError(f"dtype {dtype} is supported on GPU only; use float32 on CPU")
+    return _DTYPES[dtype]
+
+
+def numpy_dtype(dtype: DType) -> np.dtype:
+    """NumPy dtype used to hand weights of ``dtype`` to MAX (bfloat16 goes through float32)."""
+    return {DType.float32: np.dtype(np.float32), DType.float16: np.dtype(np.float16)}.get(
+        dtype, np.dtype(np.float32)
+    )
+
+
+@cache
+def get_session(device_name: str) -> InferenceSession:
+    """One inference session per device, shared by every model of the process."""
+    return InferenceSession(devices=[get_device(device_name)])
+
+
+def compile_cache_dir() -> Path:
+    """Where MAX keeps compiled graphs between processes."""
+    return Path(os.environ.get("MODULAR_CACHE_DIR", Path.home() / ".cache" / "modular"))
+
+
+@dataclass
+class CompileRecord:
+    """How long one graph took to compile and load (a cache hit is seconds, a cold compile minutes)."""
+
+    name: str
+    device: str
+    seconds: float
+
+
+@dataclass
+class CompileLog:
+    records: list[CompileRecord] = field(default_factory=list)
+
+    def total(self) -> float:
+        return sum(r.seconds for r in self.records)
+
+
+COMPILE_LOG = CompileLog()
+
+
+def device_ref(device_name: str) -> DeviceRef:
+    return DeviceRef.from_device(get_device(device_name))
+
+
+def compile_graph(graph: Graph, device_name: str, weights: Mapping[str, np.ndarray] | None = None) -> Model:
+    """Compile ``graph`` (or fetch it from MAX's cache) and bind ``weights`` to its ``Weight`` names."""
+    start = time.perf_counter()
+    model = get_session(device_name).load(graph, weights_registry=dict(weights or {}))
+    seconds = time.perf_counter() - start
+    COMPILE_LOG.records.append(CompileRecord(graph.name, device_name, seconds))
+    log.info("compiled %s for %s in %.1f s", graph.name, device_name, seconds)
+    return model
+
+
+def to_device(array: np.ndarray, device_name: str) -> Buffer:
+    """Copy a host array to the device (a no-copy view on CPU where the layout allows)."""
+    buffer = Buffer.from_numpy(np.ascontiguousarray(array))
+    device = get_device(device_name)
+    return buffer if device.is_host else buffer.to(device)

@@ -22,6 +22,18 @@ ATTENTION_TENSORS = (
 )
 
 
+def sinusoids(length: int, channels: int) -> np.ndarray:
+    """openai-whisper's fixed encoder positional embedding ``(length, channels)``, float32.
+
+    Computed by openai-whisper itself (imported lazily), so it matches its checkpoints bit for bit.
+    """
+    from whisper.model import sinusoids as whisper_sinusoids
+
+    if channels % 2:
+        raise WeightsError(f"sinusoidal positions need an even width, got {channels}")
+    return whisper_sinusoids(length, channels).numpy().astype(np.float32)
+
+
 def expected_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
     """Every tensor of a Whisper model, by its openai-whisper name, with the shape ``dims`` implies.
 
@@ -96,11 +108,15 @@ class WhisperWeights:
         expected = expected_shapes(self.dims)
         missing = sorted(set(expected) - set(self.tensors))
         if missing:
-            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            shown = ", ".join(missing[:5]) + (
+                f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+            )
             raise WeightsError(f"{self.source or self.name}: missing tensors: {shown}")
         unexpected = sorted(set(self.tensors) - set(expected))
         if unexpected:
-            raise WeightsError(f"{self.source or self.name}: unexpected tensors: {', '.join(unexpected[:5])}")
+            raise WeightsError(
+                f"{self.source or self.name}: unexpected tensors: {', '.join(unexpected[:5])}"
+            )
         for name, shape in expected.items():
             got = tuple(self.tensors[name].shape)
             if got != shape:
@@ -110,7 +126,9 @@ class WhisperWeights:
                 )
         for layer, head in self.alignment_heads or []:
             if not (0 <= layer < self.dims.n_text_layer and 0 <= head < self.dims.n_text_head):
-                raise WeightsError(f"{self.source or self.name}: alignment head {(layer, head)} out of range")
+                raise WeightsError(
+                    f"{self.source or self.name}: alignment head {(layer, head)} out of range"
+                )
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         return iter(self.tensors.items())
@@ -123,4 +141,6 @@ class WhisperWeights:
     def astype(self, dtype: np.dtype | str) -> WhisperWeights:
         """A copy with every tensor cast to ``dtype``."""
         tensors = {k: np.ascontiguousarray(v.astype(dtype)) for k, v in self.tensors.items()}
-        return WhisperWeights(self.name, self.dims, tensors, self.alignment_heads, self.source, dict(self.metadata))
+        return WhisperWeights(
+            self.name, self.dims, tensors, self.alignment_heads, self.source, dict(self.metadata)
+        )

@@ -1,0 +1,304 @@
+"""CTranslate2 Whisper folders (faster-whisper's format) -> canonical weights, and copying them.
+
+A folder holds ``model.bin`` (or ``model.bin.part1``, ``.part2``... that concatenate to it),
+``config.json`` (alignment heads, suppressed tokens), ``tokenizer.json`` and ``vocabulary.txt``.
+Variable names follow ``ctranslate2.specs.whisper_spec.WhisperSpec``: fused QKV self-attention
+(``linear_0``), cross-attention query (``linear_0``) plus fused KV (``linear_1``), layer norms as
+``gamma``/``beta``, the output projection aliased to the token embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..dims import ModelDimensions
+from ..errors import WeightsError
+from .canonical import WhisperWeights, sinusoids
+from .catalog import guess_model_name
+from .ct2_binary import Ct2Model, read_ct2_binary
+from .streams import ConcatenatedStream, describe_files, ordered_parts
+
+MODEL_FILE = "model.bin"
+WHISPER_SPEC = "WhisperSpec"
+DEFAULT_AUDIO_CTX = 1500  # Whisper's encoder always sees 30 s = 1500 frames
+HEAD_DIM = 64  # every official Whisper uses 64-wide heads (fallback when num_heads is not stored)
+
+
+@dataclass(frozen=True)
+class Ct2Folder:
+    """Where one CTranslate2 Whisper model lies: its model file(s) in order, and its side files."""
+
+    model_files: tuple[Path, ...]
+    folder: Path
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Ct2Folder:
+        """A folder with ``model.bin`` or numbered parts of it, or a ``model.bin`` file."""
+        path = Path(path)
+        if path.is_file():
+            return cls((path,), path.parent)
+        if (path / MODEL_FILE).is_file():
+            return cls((path / MODEL_FILE,), path)
+        parts = ordered_parts(path, MODEL_FILE) if path.is_dir() else []
+        if not parts:
+            raise WeightsError(f"{path}: no {MODEL_FILE} (nor {MODEL_FILE}.part1, ...) there")
+        return cls(tuple(parts), path)
+
+    @property
+    def description(self) -> str:
+        return describe_files(self.model_files)
+
+    def config(self) -> dict:
+        """``config.json`` (empty when absent)."""
+        path = self.folder / "config.json"
+        if not path.is_file():
+            return {}
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise WeightsError(f"{path}: not valid JSON ({error})") from error
+        if not isinstance(config, dict):
+            raise WeightsError(f"{path}: expected a JSON object")
+        return config
+
+    def side_files(self) -> list[Path]:
+        """Every file beside the model file(s): config, tokenizer, vocabulary, preprocessor..."""
+        own = set(self.model_files)
+        return sorted(
+            p
+            for p in self.folder.iterdir()
+            if p.is_file() and p not in own and not re.match(r"model\.bin(\.part\d+)?$", p.name)
+        )
+
+
+class _Variables:
+    """Lookup of CT2 variables by name, dequantizing and naming the file in every error."""
+
+    def __init__(self, model: Ct2Model) -> None:
+        self.model = model
+        self.values = model.variables
+
+    def has(self, name: str) -> bool:
+        return name in self.values
+
+    def array(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            raise WeightsError(f"{self.model.source}: missing tensor {name!r}")
+        value = self.values[name]
+        scale = self.values.get(f"{name}_scale")
+        if value.dtype.kind in "iu" and scale is not None:  # int8/int16 quantized: dequantize
+            scale = np.asarray(scale, np.float32)
+            if scale.ndim:
+                scale = scale.reshape((-1,) + (1,) * (value.ndim - 1))
+            value = value.astype(np.float32) / scale
+        if value.dtype.kind != "f":
+            raise WeightsError(f"{self.model.source}: tensor {name!r} is {value.dtype}, not float")
+        if not np.isfinite(value).all():
+            raise WeightsError(f"{self.model.source}: tensor {name!r} holds NaN or infinite values")
+        return value
+
+    def scalar(self, name: str) -> int | None:
+        return int(self.values[name]) if name in self.values else None
+
+    def layer_count(self, stack: str) -> int:
+        pattern = re.compile(rf"^{stack}/layer_(\d+)/")
+        indices = {int(m[1]) for n in self.values if (m := pattern.match(n))}
+        missing = sorted(set(range(max(indices, default=-1) + 1)) - indices)
+        if missing:
+            raise WeightsError(f"{self.model.source}: {stack} layer(s) {missing} are missing")
+        return len(indices)
+
+
+def _split(array: np.ndarray, parts: int, source: str, name: str) -> list[np.ndarray]:
+    if array.shape[0] % parts:
+        raise WeightsError(
+            f"{source}: fused tensor {name!r} of shape {array.shape} cannot split in {parts}"
+        )
+    return [np.ascontiguousarray(p) for p in np.split(array, parts, axis=0)]
+
+
+def _check_zero_key_bias(bias: np.ndarray, source: str, name: str) -> None:
+    if np.any(bias != 0):
+        raise WeightsError(
+            f"{source}: the key slot of fused bias {name!r} is not zero (max |b| = "
+            f"{float(np.abs(bias).max()):.3g}); Whisper's key projections have no bias, "
+            "so this is not a Whisper model or the file is corrupt"
+        )
+
+
+def _dims(v: _Variables, source: str) -> ModelDimensions:
+    conv1 = v.array("encoder/conv1/weight")
+    embedding = v.array("decoder/embeddings/weight")
+    n_audio_state, n_text_state = conv1.shape[0], embedding.shape[1]
+    audio_ctx = (
+        v.array("encoder/position_encodings/encodings").shape[0]
+        if v.has("encoder/position_encodings/encodings")
+        else DEFAULT_AUDIO_CTX
+    )
+    if conv1.ndim != 3:
+        raise WeightsError(f"{source}: encoder/conv1/weight has shape {conv1.shape}, expected 3-D")
+    return ModelDimensions(
+        n_mels=conv1.shape[1],
+        n_audio_ctx=audio_ctx,
+        n_audio_state=n_audio_state,
+        n_audio_head=v.scalar("encoder/num_heads") or n_audio_state // HEAD_DIM,
+        n_audio_layer=v.layer_count("encoder"),
+        n_vocab=embedding.shape[0],
+        n_text_ctx=v.array("decoder/position_encodings/encodings").shape[0],
+        n_text_state=n_text_state,
+        n_text_head=v.scalar("decoder/num_heads") or n_text_state // HEAD_DIM,
+        n_text_layer=v.layer_count("decoder"),
+    )
+
+
+def ct2_to_canonical(model: Ct2Model, config: dict, name: str | None = None) -> WhisperWeights:
+    """Rename, unfuse and check CT2 Whisper variables into :class:`WhisperWeights`."""
+    source = model.source
+    if model.spec_name and model.spec_name != WHISPER_SPEC:
+        raise WeightsError(f"{source}: a CTranslate2 {model.spec_name} model, not {WHISPER_SPEC}")
+    v = _Variables(model)
+    dims = _dims(v, source)
+    out: dict[str, np.ndarray] = {}
+
+    def linear(ct2: str, canonical: str, bias: bool = True) -> None:
+        out[f"{canonical}.weight"] = v.array(f"{ct2}/weight")
+        if bias:
+            out[f"{canonical}.bias"] = v.array(f"{ct2}/bias")
+
+    def norm(ct2: str, canonical: str) -> None:
+        out[f"{canonical}.weight"] = v.array(f"{ct2}/gamma")
+        out[f"{canonical}.bias"] = v.array(f"{ct2}/beta")
+
+    def self_attention(ct2: str, canonical: str) -> None:
+        fused_w, fused_b = f"{ct2}/linear_0/weight", f"{ct2}/linear_0/bias"
+        q, k, w = _split(v.array(fused_w), 3, source, fused_w)
+        qb, kb, vb = _split(v.array(fused_b), 3, source, fused_b)
+        _check_zero_key_bias(kb, source, fused_b)
+        out.update({f"{canonical}.query.weight": q, f"{canonical}.query.bias": qb})
+        out.update({f"{canonical}.key.weight": k, f"{canonical}.value.weight": w})
+        out[f"{canonical}.value.bias"] = vb
+        linear(f"{ct2}/linear_1", f"{canonical}.out")
+        norm(f"{ct2}/layer_norm", f"{canonical}_ln")
+
+    def cross_attention(ct2: str, canonical: str) -> None:
+        linear(f"{ct2}/linear_0", f"{canonical}.query")
+        fused_w, fused_b = f"{ct2}/linear_1/weight", f"{ct2}/linear_1/bias"
+        k, w = _split(v.array(fused_w), 2, source, fused_w)
+        kb, vb = _split(v.array(fused_b), 2, source, fused_b)
+        _check_zero_key_bias(kb, source, fused_b)
+        out.update({f"{canonical}.key.weight": k, f"{canonical}.value.weight": w})
+        out[f"{canonical}.value.bias"] = vb
+        linear(f"{ct2}/linear_2", f"{canonical}.out")
+        norm(f"{ct2}/layer_norm", f"{canonical}_ln")
+
+    def mlp(ct2: str, canonical: str) -> None:
+        linear(f"{ct2}/linear_0", f"{canonical}.mlp.0")
+        linear(f"{ct2}/linear_1", f"{canonical}.mlp.2")
+        norm(f"{ct2}/layer_norm", f"{canonical}.mlp_ln")
+
+    linear("encoder/conv1", "encoder.conv1")
+    linear("encoder/conv2", "encoder.conv2")
+    if v.has("encoder/position_encodings/encodings"):
+        out["encoder.positional_embedding"] = v.array("encoder/position_encodings/encodings")
+    else:
+        out["encoder.positional_embedding"] = sinusoids(dims.n_audio_ctx, dims.n_audio_state)
+    for i in range(dims.n_audio_layer):
+        self_attention(f"encoder/layer_{i}/self_attention", f"encoder.blocks.{i}.attn")
+        mlp(f"encoder/layer_{i}/ffn", f"encoder.blocks.{i}")
+    norm("encoder/layer_norm", "encoder.ln_post")
+
+    out["decoder.token_embedding.weight"] = v.array("decoder/embeddings/weight")
+    out["decoder.positional_embedding"] = v.array("decoder/position_encodings/encodings")
+    for i in range(dims.n_text_layer):
+        self_attention(f"decoder/layer_{i}/self_attention", f"decoder.blocks.{i}.attn")
+        cross_attention(f"decoder/layer_{i}/attention", f"decoder.blocks.{i}.cross_attn")
+        mlp(f"decoder/layer_{i}/ffn", f"decoder.blocks.{i}")
+    norm("decoder/layer_norm", "decoder.ln")
+    _check_tied_projection(v, source)
+
+    # one dtype for the whole model: float16 only when every tensor was stored as float16
+    dtypes = {a.dtype for a in out.values()}
+    if len(dtypes) > 1:
+        out = {k: a.astype(np.float32) for k, a in out.items()}
+    heads = config.get("alignment_heads")
+    stored = {model.stored_dtypes[k] for k, a in model.variables.items() if a.ndim}
+    return WhisperWeights(
+        name=name or guess_model_name(dims) or "whisper",
+        dims=dims,
+        tensors=out,
+        alignment_heads=[(int(a), int(b)) for a, b in heads] if heads else None,
+        source=source,
+        metadata={
+            "format": "ctranslate2",
+            "source_checksum": model.checksum,
+            "source_dtype": ",".join(sorted(stored)),
+            "ct2_binary_version": str(model.binary_version),
+            "ct2_spec_revision": str(model.spec_revision),
+        },
+    )
+
+
+def _check_tied_projection(v: _Variables, source: str) -> None:
+    """openai-whisper ties the output projection to the token embedding: refuse anything else."""
+    if not v.has("decoder/projection/weight"):
+        return
+    if not np.array_equal(
+        v.array("decoder/projection/weight"), v.array("decoder/embeddings/weight")
+    ):
+        raise WeightsError(
+            f"{source}: decoder/projection/weight differs from the token embedding; "
+            "openai-whisper ties them, so these weights cannot be represented"
+        )
+    if v.has("decoder/projection/bias") and np.any(v.array("decoder/projection/bias") != 0):
+        raise WeightsError(
+            f"{source}: decoder/projection/bias is not zero; Whisper has no output bias"
+        )
+
+
+def read_ct2(
+    source: str | Path | Ct2Folder, name: str | None = None, progress: bool = False
+) -> WhisperWeights:
+    """Canonical weights from a CTranslate2 Whisper folder, ``model.bin`` file, or split parts."""
+    folder = source if isinstance(source, Ct2Folder) else Ct2Folder.from_path(source)
+    model = read_ct2_binary(folder.model_files, progress=progress)
+    return ct2_to_canonical(model, folder.config(), name=name)
+
+
+def read_ct2_parts(parts: Sequence[str | Path], name: str | None = None) -> WhisperWeights:
+    """Canonical weights from ``model.bin`` split in ``parts`` (in order; side files by part 1)."""
+    paths = tuple(Path(p) for p in parts)
+    return read_ct2(Ct2Folder(paths, paths[0].parent), name=name)
+
+
+def copy_ct2_folder(source: Ct2Folder, target: Path) -> Path:
+    """A faster-whisper-ready copy of ``source`` in ``target``: side files and one ``model.bin``.
+
+    A single model file is hard-linked when possible (else copied); parts are joined.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.side_files():
+        _link_or_copy(path, target / path.name)
+    if len(source.model_files) == 1:
+        _link_or_copy(source.model_files[0], target / MODEL_FILE)
+    else:
+        with (
+            ConcatenatedStream(source.model_files) as stream,
+            open(target / MODEL_FILE, "wb") as out,
+        ):
+            shutil.copyfileobj(stream, out, length=1 << 22)
+    return target
+
+
+def _link_or_copy(path: Path, target: Path) -> None:
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copy2(path, target)

@@ -62,7 +62,12 @@ def extract_weights(
     weights = read_weights(source, progress=progress)
     folder = folder if folder is not None else _root(None) / weights.name
     return write_canonical(
-        weights, folder, dtype=dtype, ct2_source=ct2_folder_of(source), overwrite=overwrite
+        weights,
+        folder,
+        dtype=dtype,
+        ct2_source=ct2_folder_of(source),
+        overwrite=overwrite,
+        progress=progress,
     )
 
 

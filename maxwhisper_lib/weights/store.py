@@ -9,18 +9,17 @@ renamed into place, so after a failure no half-written model remains.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
 
 from .. import __version__ as package_version
 from ..dims import ModelDimensions
 from ..errors import WeightsError
+from .atomic import atomic_folder
 from .canonical import WhisperWeights
 from .ct2 import Ct2Folder, copy_ct2_folder
 from .inspect import tensors_checksum
@@ -32,7 +31,6 @@ DIMS_FILE = "dims.json"
 METADATA_FILE = "metadata.json"
 CT2_FOLDER = "ct2"
 ALLOWED_DTYPES = ("float16", "float32")
-_PARTIAL = ".partial-"
 
 
 def is_canonical(folder: str | Path) -> bool:
@@ -105,21 +103,6 @@ def _metadata(weights: WhisperWeights, has_ct2: bool) -> dict:
     }
 
 
-def _remove_stale_partials(parent: Path) -> None:
-    """Delete temporary folders that crashed writers (no longer running) left behind."""
-    for path in parent.glob(f".*{_PARTIAL}*"):
-        try:
-            pid = int(path.name.split(_PARTIAL, 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
-
-
 def _replaceable(folder: Path) -> bool:
     return (
         not folder.exists()
@@ -134,6 +117,7 @@ def write_canonical(
     dtype: str | None = None,
     ct2_source: Ct2Folder | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write ``weights`` (cast to ``dtype`` if given) as a canonical folder, atomically.
 
@@ -148,46 +132,28 @@ def write_canonical(
             f"{folder}: exists and is not an extracted model; refusing to replace it"
         )
     weights = _cast(weights, dtype)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(folder.parent)
-    partial = folder.parent / f".{folder.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        partial.mkdir()
-        tensors = {k: np.ascontiguousarray(v) for k, v in weights.tensors.items()}
-        save_file(tensors, str(partial / SAFETENSORS_FILE), metadata={"format": "openai-whisper"})
-        (partial / SAFETENSORS_FILE).chmod(0o644)  # safetensors creates it owner-only
-        weights.dims.save(partial / DIMS_FILE)
-        write_openai_checkpoint(weights, partial / f"{weights.name}.pt")
-        if ct2_source is not None:
-            copy_ct2_folder(ct2_source, partial / CT2_FOLDER)
-        metadata = _metadata(weights, has_ct2=ct2_source is not None)
-        (partial / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        _move_into_place(partial, folder, overwrite)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    steps = [SAFETENSORS_FILE, DIMS_FILE, f"{weights.name}.pt", METADATA_FILE]
+    steps[-1:-1] = [f"{CT2_FOLDER}/"] if ct2_source is not None else []
+    with (
+        atomic_folder(folder, overwrite, is_complete=is_canonical) as partial,
+        tqdm(steps, desc=f"writing {folder.name}", disable=not progress) as bar,
+    ):
+        for step in bar:
+            bar.set_postfix_str(step)
+            if step == SAFETENSORS_FILE:
+                tensors = {k: np.ascontiguousarray(v) for k, v in weights.tensors.items()}
+                save_file(tensors, str(partial / step), metadata={"format": "openai-whisper"})
+                (partial / step).chmod(0o644)  # safetensors creates it owner-only
+            elif step == DIMS_FILE:
+                weights.dims.save(partial / step)
+            elif step.endswith(".pt"):
+                write_openai_checkpoint(weights, partial / step)
+            elif step == METADATA_FILE:
+                metadata = _metadata(weights, has_ct2=ct2_source is not None)
+                (partial / step).write_text(json.dumps(metadata, indent=2) + "\n")
+            else:
+                copy_ct2_folder(ct2_source, partial / CT2_FOLDER)
     return folder
-
-
-def _move_into_place(partial: Path, folder: Path, overwrite: bool) -> None:
-    if folder.exists() and is_canonical(folder):
-        if not overwrite:
-            return  # another writer finished first: keep its (equivalent) copy
-        old = folder.parent / f".{folder.name}{_PARTIAL}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-        os.rename(folder, old)
-        try:
-            os.rename(partial, folder)
-        except OSError:
-            os.rename(old, folder)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if folder.is_dir():
-        folder.rmdir()  # empty (checked by _replaceable)
-    try:
-        os.rename(partial, folder)
-    except OSError:
-        if not is_canonical(folder):  # lost a race only if the winner left a complete model
-            raise
 
 
 def read_canonical(folder: str | Path) -> WhisperWeights:

@@ -460,12 +460,22 @@ def hashed_requirements(selection: Selection) -> list[str]:
     return lines
 
 
-def prune_wheels(wheels_dir: Path, keep: Iterable[str]) -> list[str]:
-    """Delete wheels not in ``keep`` (normalized names); return the deleted file names."""
-    keep_names = set(keep)
+def same_version(left: str, right: str) -> bool:
+    """Whether two version strings name the same release (``1.0`` == ``1.0.0``)."""
+    _, version_class = _packaging()
+    try:
+        return bool(version_class(left) == version_class(right))
+    except ValueError:
+        return left == right
+
+
+def prune_wheels(wheels_dir: Path, keep: dict[str, str | None]) -> list[str]:
+    """Delete wheels other than ``keep`` (normalized name -> version, None: any); return them."""
     removed = []
     for wheel in sorted(wheels_dir.glob("*.whl")):
-        if wheel_name_version(wheel.name)[0] not in keep_names:
+        name, version = wheel_name_version(wheel.name)
+        wanted = keep.get(name, "")
+        if name not in keep or (wanted is not None and not same_version(version, wanted)):
             wheel.unlink()
             removed.append(wheel.name)
     return removed
@@ -532,7 +542,9 @@ def command_gather(args: argparse.Namespace) -> int:
              "--find-links", built_dir, *target_options, "-r", requirements_path],
             "downloading wheels",
         )  # fmt: skip
-    keep = set(selection.carried)
+    keep: dict[str, str | None] = {
+        name: entry["item"]["metadata"]["version"] for name, entry in selection.carried.items()
+    }
     if not args.no_project:
         project_wheel_dir = dest.parent / (dest.name + "-project")
         shutil.rmtree(project_wheel_dir, ignore_errors=True)
@@ -542,7 +554,7 @@ def command_gather(args: argparse.Namespace) -> int:
             "building the project wheel",
         )  # fmt: skip
         for wheel in project_wheel_dir.glob("*.whl"):
-            keep.add(wheel_name_version(wheel.name)[0])
+            keep[wheel_name_version(wheel.name)[0]] = None
             for old in dest.glob(wheel.name.split("-", 1)[0] + "-*.whl"):
                 old.unlink()
             shutil.move(str(wheel), str(dest / wheel.name))

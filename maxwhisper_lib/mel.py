@@ -1,0 +1,201 @@
+"""Whisper's log-mel spectrogram: the MAX version, openai-whisper's reference, window helpers.
+
+openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of zeros
+(``padding=N_SAMPLES``; the floor of ``max - 8`` is taken over all of it), then feeds the encoder
+3000-frame windows ``pad_or_trim(mel[:, seek : seek + length])``. Both halves exist here:
+
+* :class:`LogMelSpectrogram` computes the whole-file log-mel on the MAX device (one compile per
+  ``n_mels`` and device, any length) and returns a device :class:`~max.driver.Buffer`;
+* windows are cut on the host with :func:`mel_window` / :func:`pad_or_trim` (on CPU a Buffer
+  is viewed as numpy without a copy, so this costs nothing), or on the device with
+  :class:`MelWindows`, a small gather graph that also casts to the encoder's dtype, so that a
+  GPU run never copies the spectrogram back to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+import torch
+import whisper.audio
+from max.driver import Buffer
+from max.dtype import DType
+from max.engine import Model
+
+from .errors import AudioError
+from .graphs.mel import (
+    HOP_LENGTH,
+    N_FFT,
+    N_FRAMES,
+    build_log_mel_graph,
+    build_mel_window_graph,
+)
+from .runtime import compile_graph, device_ref, resolve_device_name, to_device
+
+SAMPLE_RATE = whisper.audio.SAMPLE_RATE
+N_SAMPLES = whisper.audio.N_SAMPLES
+"""Samples in one 30 s window; ``transcribe`` appends this many zeros before the log-mel."""
+FRAMES_PER_SECOND = whisper.audio.FRAMES_PER_SECOND
+MEL_CHOICES = (80, 128)
+MIN_SAMPLES = N_FFT // 2 + 1
+"""Fewest samples (after padding) the STFT's reflect padding accepts."""
+
+__all__ = [
+    "FRAMES_PER_SECOND",
+    "HOP_LENGTH",
+    "MIN_SAMPLES",
+    "N_FFT",
+    "N_FRAMES",
+    "N_SAMPLES",
+    "SAMPLE_RATE",
+    "LogMelSpectrogram",
+    "MelWindows",
+    "frame_count",
+    "log_mel_spectrogram_reference",
+    "mel_filters",
+    "mel_window",
+    "pad_or_trim",
+]
+
+
+def frame_count(n_samples: int, padding: int = 0) -> int:
+    """Log-mel frames of ``n_samples`` samples plus ``padding`` zeros (one per 160-sample hop)."""
+    return (n_samples + padding) // HOP_LENGTH
+
+
+@cache
+def mel_filters(n_mels: int = 80) -> np.ndarray:
+    """openai-whisper's ``(n_mels, 201)`` float32 mel filterbank (librosa's, from its assets)."""
+    _check_n_mels(n_mels)
+    return whisper.audio.mel_filters("cpu", n_mels).numpy()
+
+
+def log_mel_spectrogram_reference(
+    audio: np.ndarray, n_mels: int = 80, padding: int = 0
+) -> np.ndarray:
+    """openai-whisper's own ``log_mel_spectrogram`` (torch, CPU) as a numpy array."""
+    _check_n_mels(n_mels)
+    samples = torch.from_numpy(_prepare(audio, padding=padding, pad=False))
+    return whisper.audio.log_mel_spectrogram(samples, n_mels, padding=padding).numpy()
+
+
+def pad_or_trim(array: np.ndarray, length: int = N_FRAMES, *, axis: int = -1) -> np.ndarray:
+    """Cut or zero-pad ``array`` to ``length`` along ``axis`` (openai-whisper's function)."""
+    return whisper.audio.pad_or_trim(array, length, axis=axis)
+
+
+def mel_window(mel: np.ndarray, start: int, length: int = N_FRAMES) -> np.ndarray:
+    """Host window as ``transcribe`` builds it: ``pad_or_trim(mel[:, start : start + length])``."""
+    return pad_or_trim(mel[:, start : start + length], N_FRAMES)
+
+
+class LogMelSpectrogram:
+    """Whisper's log-mel spectrogram computed on a MAX device.
+
+    ``LogMelSpectrogram(80, "cpu")(samples, padding=N_SAMPLES)`` equals openai-whisper's
+    ``log_mel_spectrogram(samples, 80, padding=N_SAMPLES)`` (float32, within 1e-4) and stays on
+    the device. The graph compiles once per ``(n_mels, device)`` per process (MAX's disk cache
+    makes later processes load it in about a second).
+    """
+
+    def __init__(self, n_mels: int = 80, device: str = "cpu") -> None:
+        _check_n_mels(n_mels)
+        self.n_mels = n_mels
+        self.device = resolve_device_name(device)
+        self._model = _log_mel_model(n_mels, self.device)
+
+    def __call__(self, audio: np.ndarray, padding: int = 0) -> Buffer:
+        """``(n_mels, frame_count(len(audio), padding))`` float32 log-mel on the device.
+
+        ``audio`` is 16 kHz mono (float32, or anything numpy casts to it); ``padding`` zeros are
+        appended on the host before the copy to the device.
+        """
+        samples = _prepare(audio, padding=padding, pad=True)
+        return self._model.execute(to_device(samples, self.device))[0]
+
+    def numpy(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        """Same as calling the object, copied to a host array."""
+        return self(audio, padding).to_numpy()
+
+
+class MelWindows:
+    """Encoder windows cut from a whole-file log-mel on the device (one small compiled graph).
+
+    ``MelWindows(80, "gpu", DType.bfloat16)(mel, starts=[0, 3000], lengths=[3000, 1234])``
+    gives a ``(2, 80, 3000)`` bfloat16 device buffer whose window ``i`` equals
+    :func:`mel_window` ``(mel, starts[i], lengths[i])``.
+    """
+
+    def __init__(self, n_mels: int = 80, device: str = "cpu", dtype: DType = DType.float32):
+        _check_n_mels(n_mels)
+        self.n_mels = n_mels
+        self.device = resolve_device_name(device)
+        self.dtype = dtype
+        self._model = _window_model(n_mels, self.device, dtype)
+
+    def __call__(
+        self, mel: Buffer | np.ndarray, starts: Sequence[int], lengths: Sequence[int] | None = None
+    ) -> Buffer:
+        """``(len(starts), n_mels, N_FRAMES)`` windows; ``lengths`` default to as many frames as
+        fit (at most ``N_FRAMES``)."""
+        if isinstance(mel, np.ndarray):
+            mel = to_device(np.asarray(mel, dtype=np.float32), self.device)
+        if len(mel.shape) != 2 or mel.shape[0] != self.n_mels:
+            raise ValueError(f"expected a ({self.n_mels}, frames) log-mel, got {tuple(mel.shape)}")
+        total = mel.shape[1]
+        start_array = np.asarray(starts, dtype=np.int64).reshape(-1)
+        if lengths is None:
+            length_array = np.minimum(total - start_array, N_FRAMES)
+        else:
+            length_array = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if start_array.shape != length_array.shape or start_array.size == 0:
+            raise ValueError("starts and lengths must be non-empty and of the same length")
+        bad = (
+            (start_array < 0)
+            | (length_array < 1)
+            | (length_array > N_FRAMES)
+            | (start_array + length_array > total)
+        )
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"window {i} (start {start_array[i]}, length {length_array[i]}) does not fit a "
+                f"log-mel of {total} frames in windows of at most {N_FRAMES}"
+            )
+        return self._model.execute(
+            mel, to_device(start_array, self.device), to_device(length_array, self.device)
+        )[0]
+
+
+@cache
+def _log_mel_model(n_mels: int, device: str) -> Model:
+    return compile_graph(build_log_mel_graph(mel_filters(n_mels), device_ref(device)), device)
+
+
+@cache
+def _window_model(n_mels: int, device: str, dtype: DType) -> Model:
+    return compile_graph(build_mel_window_graph(n_mels, dtype, device_ref(device)), device)
+
+
+def _check_n_mels(n_mels: int) -> None:
+    if n_mels not in MEL_CHOICES:
+        raise ValueError(f"n_mels must be one of {MEL_CHOICES}, got {n_mels}")
+
+
+def _prepare(audio: np.ndarray, *, padding: int, pad: bool) -> np.ndarray:
+    """1-D float32 samples checked to be long enough; zero-padded by ``padding`` if ``pad``."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise AudioError(f"expected 1-D mono samples, got shape {samples.shape}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    if samples.size + padding < MIN_SAMPLES:
+        raise AudioError(
+            f"{samples.size} samples (+{padding} padding) is too short for a log-mel "
+            f"spectrogram: at least {MIN_SAMPLES} are needed"
+        )
+    if pad and padding:
+        samples = np.concatenate([samples, np.zeros(padding, dtype=np.float32)])
+    return np.ascontiguousarray(samples)

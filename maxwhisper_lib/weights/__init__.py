@@ -60,12 +60,13 @@ def extract_weights(
     if folder is not None and is_canonical(folder) and not overwrite:
         return folder
     weights = read_weights(source, progress=progress)
+    ct2 = ct2_folder_of(source)
     folder = folder if folder is not None else _root(None) / weights.name
     return write_canonical(
         weights,
         folder,
         dtype=dtype,
-        ct2_source=ct2_folder_of(source),
+        ct2_source=ct2 if ct2 is not None and ct2.runnable else None,
         overwrite=overwrite,
         progress=progress,
     )

@@ -23,12 +23,19 @@ from ..dims import ModelDimensions
 from ..errors import WeightsError
 from .canonical import WhisperWeights, sinusoids
 from .catalog import guess_model_name
-from .ct2_binary import Ct2Model, read_ct2_binary
+from .ct2_binary import Ct2Model, read_ct2_binary, write_ct2_binary
 from .streams import ConcatenatedStream, describe_files, ordered_parts
 
 MODEL_FILE = "model.bin"
 WHISPER_SPEC = "WhisperSpec"
 DEFAULT_AUDIO_CTX = 1500  # Whisper's encoder always sees 30 s = 1500 frames
+SIDE_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "vocabulary.txt",
+    "vocabulary.json",
+    "preprocessor_config.json",
+)
 HEAD_DIM = 64  # every official Whisper uses 64-wide heads (fallback when num_heads is not stored)
 
 
@@ -37,14 +44,14 @@ class Ct2Folder:
     """Where one CTranslate2 Whisper model lies: its model file(s) in order, and its side files."""
 
     model_files: tuple[Path, ...]
-    folder: Path
+    folder: Path | None  # None for a lone model file: no config or tokenizer known
 
     @classmethod
     def from_path(cls, path: str | Path) -> Ct2Folder:
         """A folder with ``model.bin`` or numbered parts of it, or a ``model.bin`` file."""
         path = Path(path)
         if path.is_file():
-            return cls((path,), path.parent)
+            return cls((path,), path.parent if path.name == MODEL_FILE else None)
         if (path / MODEL_FILE).is_file():
             return cls((path / MODEL_FILE,), path)
         parts = ordered_parts(path, MODEL_FILE) if path.is_dir() else []
@@ -58,9 +65,9 @@ class Ct2Folder:
 
     def config(self) -> dict:
         """``config.json`` (empty when absent)."""
-        path = self.folder / "config.json"
-        if not path.is_file():
+        if self.folder is None or not (self.folder / "config.json").is_file():
             return {}
+        path = self.folder / "config.json"
         try:
             config = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as error:
@@ -69,14 +76,16 @@ class Ct2Folder:
             raise WeightsError(f"{path}: expected a JSON object")
         return config
 
+    @property
+    def runnable(self) -> bool:
+        """Whether faster-whisper can load it offline (it needs the tokenizer beside the model)."""
+        return self.folder is not None and (self.folder / "tokenizer.json").is_file()
+
     def side_files(self) -> list[Path]:
-        """Every file beside the model file(s): config, tokenizer, vocabulary, preprocessor..."""
-        own = set(self.model_files)
-        return sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.is_file() and p not in own and not re.match(r"model\.bin(\.part\d+)?$", p.name)
-        )
+        """The faster-whisper files beside the model: config, tokenizer, vocabulary..."""
+        if self.folder is None:
+            return []
+        return [self.folder / n for n in SIDE_FILES if (self.folder / n).is_file()]
 
 
 class _Variables:
@@ -106,7 +115,14 @@ class _Variables:
         return value
 
     def scalar(self, name: str) -> int | None:
-        return int(self.values[name]) if name in self.values else None
+        if name not in self.values:
+            return None
+        value = self.values[name]
+        if value.size != 1:
+            raise WeightsError(
+                f"{self.model.source}: {name!r} should be a scalar, has {value.shape}"
+            )
+        return int(value.reshape(-1)[0])
 
     def layer_count(self, stack: str) -> int:
         pattern = re.compile(rf"^{stack}/layer_(\d+)/")
@@ -302,3 +318,76 @@ def _link_or_copy(path: Path, target: Path) -> None:
         os.link(path, target)
     except OSError:
         shutil.copy2(path, target)
+
+
+def canonical_to_ct2(weights: WhisperWeights) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The inverse mapping: CT2 ``WhisperSpec`` variables and aliases holding ``weights``.
+
+    Fuses QKV and KV (zero key bias slots) and adds the scalar attributes faster-whisper reads.
+    """
+    t = weights.tensors
+    dims = weights.dims
+    out: dict[str, np.ndarray] = {}
+
+    def linear(canonical: str, ct2: str) -> None:
+        out[f"{ct2}/weight"] = t[f"{canonical}.weight"]
+        out[f"{ct2}/bias"] = t[f"{canonical}.bias"]
+
+    def norm(canonical: str, ct2: str) -> None:
+        out[f"{ct2}/gamma"], out[f"{ct2}/beta"] = t[f"{canonical}.weight"], t[f"{canonical}.bias"]
+
+    def zeros_like(bias: np.ndarray) -> np.ndarray:
+        return np.zeros_like(bias)
+
+    def self_attention(canonical: str, ct2: str) -> None:
+        qb = t[f"{canonical}.query.bias"]
+        out[f"{ct2}/linear_0/weight"] = np.concatenate(
+            [t[f"{canonical}.{n}.weight"] for n in ("query", "key", "value")]
+        )
+        out[f"{ct2}/linear_0/bias"] = np.concatenate(
+            [qb, zeros_like(qb), t[f"{canonical}.value.bias"]]
+        )
+        linear(f"{canonical}.out", f"{ct2}/linear_1")
+        norm(f"{canonical}_ln", f"{ct2}/layer_norm")
+
+    def cross_attention(canonical: str, ct2: str) -> None:
+        vb = t[f"{canonical}.value.bias"]
+        linear(f"{canonical}.query", f"{ct2}/linear_0")
+        out[f"{ct2}/linear_1/weight"] = np.concatenate(
+            [t[f"{canonical}.key.weight"], t[f"{canonical}.value.weight"]]
+        )
+        out[f"{ct2}/linear_1/bias"] = np.concatenate([zeros_like(vb), vb])
+        linear(f"{canonical}.out", f"{ct2}/linear_2")
+        norm(f"{canonical}_ln", f"{ct2}/layer_norm")
+
+    def mlp(canonical: str, ct2: str) -> None:
+        linear(f"{canonical}.mlp.0", f"{ct2}/linear_0")
+        linear(f"{canonical}.mlp.2", f"{ct2}/linear_1")
+        norm(f"{canonical}.mlp_ln", f"{ct2}/layer_norm")
+
+    linear("encoder.conv1", "encoder/conv1")
+    linear("encoder.conv2", "encoder/conv2")
+    out["encoder/position_encodings/encodings"] = t["encoder.positional_embedding"]
+    out["encoder/num_heads"] = np.array(dims.n_audio_head, dtype=np.int16)
+    for i in range(dims.n_audio_layer):
+        self_attention(f"encoder.blocks.{i}.attn", f"encoder/layer_{i}/self_attention")
+        mlp(f"encoder.blocks.{i}", f"encoder/layer_{i}/ffn")
+    norm("encoder.ln_post", "encoder/layer_norm")
+    out["decoder/embeddings/weight"] = t["decoder.token_embedding.weight"]
+    out["decoder/position_encodings/encodings"] = t["decoder.positional_embedding"]
+    out["decoder/num_heads"] = np.array(dims.n_text_head, dtype=np.int16)
+    out["decoder/activation"] = np.array(3, dtype=np.int8)  # GELU
+    out["decoder/pre_norm"] = np.array(1, dtype=np.int8)
+    out["decoder/scale_embeddings"] = np.array(0, dtype=np.int8)
+    for i in range(dims.n_text_layer):
+        self_attention(f"decoder.blocks.{i}.attn", f"decoder/layer_{i}/self_attention")
+        cross_attention(f"decoder.blocks.{i}.cross_attn", f"decoder/layer_{i}/attention")
+        mlp(f"decoder.blocks.{i}", f"decoder/layer_{i}/ffn")
+    norm("decoder.ln", "decoder/layer_norm")
+    return out, {"decoder/projection/weight": "decoder/embeddings/weight"}
+
+
+def write_ct2_model_bin(weights: WhisperWeights, path: str | Path) -> Path:
+    """``weights`` as a CTranslate2 Whisper ``model.bin`` (no config or tokenizer files)."""
+    variables, aliases = canonical_to_ct2(weights)
+    return write_ct2_binary(path, variables, aliases, spec_name=WHISPER_SPEC)

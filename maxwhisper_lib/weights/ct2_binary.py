@@ -185,3 +185,35 @@ def read_ct2_binary(paths: Sequence[str | Path], progress: bool = False) -> Ct2M
         checksum="sha256:" + reader.hash.hexdigest(),
         stored_dtypes=stored,
     )
+
+
+def write_ct2_binary(
+    path: str | Path,
+    variables: dict[str, np.ndarray],
+    aliases: dict[str, str] | None = None,
+    spec_name: str = "WhisperSpec",
+    spec_revision: int = 3,
+) -> Path:
+    """Serialize ``variables`` (sorted by name) and ``aliases`` as a version-6 ``model.bin``."""
+    type_ids = {name: type_id for type_id, name in DTYPES.items() if name != "bfloat16"}
+
+    def string(text: str) -> bytes:
+        raw = text.encode("utf-8") + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    path = Path(path)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<I", 6) + string(spec_name) + struct.pack("<I", spec_revision))
+        out.write(struct.pack("<I", len(variables)))
+        for name in sorted(variables):
+            array = np.require(variables[name], requirements="C")
+            if str(array.dtype) not in type_ids:
+                raise WeightsError(f"{name}: dtype {array.dtype} has no CTranslate2 type")
+            out.write(string(name) + struct.pack("<B", array.ndim))
+            out.write(struct.pack(f"<{array.ndim}I", *array.shape))
+            out.write(struct.pack("<BI", type_ids[str(array.dtype)], array.nbytes))
+            out.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+        out.write(struct.pack("<I", len(aliases or {})))
+        for alias, target in sorted((aliases or {}).items()):
+            out.write(string(alias) + string(target))
+    return path

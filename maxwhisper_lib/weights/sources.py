@@ -104,16 +104,24 @@ def describe_named_model(name: str) -> str:
 CT2, OPENAI, HUGGINGFACE, CANONICAL = "ctranslate2", "openai-whisper", "huggingface", "canonical"
 
 
+def _detect_file_format(path: Path) -> str:
+    """A single file: openai-whisper checkpoint (zip or pickle) or CTranslate2 ``model.bin``."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if path.suffix in (".pt", ".pth") or head.startswith((b"PK\x03\x04", b"\x80")):
+        return OPENAI
+    if path.suffix == ".bin" or (len(head) > 8 and 1 <= int.from_bytes(head[:4], "little") <= 6):
+        return CT2
+    raise WeightsError(
+        f"{path}: unknown weight format (expected an openai-whisper .pt checkpoint or a "
+        "CTranslate2 model.bin)"
+    )
+
+
 def detect_format(path: Path) -> str:
     """Which reader ``path`` needs; :class:`WeightsError` when it is none of them."""
     if path.is_file():
-        if path.suffix == ".pt":
-            return OPENAI
-        if path.name == MODEL_FILE:
-            return CT2
-        raise WeightsError(
-            f"{path}: unknown weight format (expected a .pt checkpoint or model.bin)"
-        )
+        return _detect_file_format(path)
     if not path.is_dir():
         raise WeightsError(
             f"{path}: no such file or folder, and not a named model ({', '.join(NAMED_MODELS)})"

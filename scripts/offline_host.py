@@ -185,9 +185,12 @@ def duplicate_wheels(wheel_files: Iterable[Path]) -> dict[str, list[str]]:
     return {name: files for name, files in seen.items() if len(files) > 1}
 
 
-def run_tool(command: Sequence[str], what: str) -> None:
-    """Run an external command with inherited output; a failure becomes ``BundleError`` (exit 3)."""
-    say("$ " + " ".join(shlex.quote(str(part)) for part in command))
+def run_tool(command: Sequence[str], what: str, shown: str | None = None) -> None:
+    """Run an external command with inherited output; a failure becomes ``BundleError`` (exit 3).
+
+    ``shown`` replaces the echoed command line when it would be too long to read.
+    """
+    say("$ " + (shown or " ".join(shlex.quote(str(part)) for part in command)))
     result = subprocess.run([str(part) for part in command], check=False)
     if result.returncode != 0:
         raise BundleError(f"{what} failed (exit {result.returncode})", EXIT_TOOL)
@@ -1076,7 +1079,7 @@ def command_unpack(args: argparse.Namespace) -> int:
     with tarfile.open(bundle, "r:*") as archive:
         members = safe_members(archive, destination)
         total = sum(member.size for member in members) or 1
-        done, next_report = 0, 0.0
+        done, next_report = 0, 0.1
         for member in members:
             if hasattr(tarfile, "data_filter"):
                 archive.extract(member, destination, filter="data")
@@ -1108,7 +1111,8 @@ def command_install(args: argparse.Namespace) -> int:
         site = Path(args.target).resolve() if args.target else bundle / "site"
         command += ["--upgrade", "--target", str(site)]
     say(f"installing {len(wheels)} wheels {'into ' + str(site) if site else 'into ' + args.python}")
-    run_tool(command + [str(wheel) for wheel in wheels], "pip install")
+    shown = " ".join(shlex.quote(part) for part in command) + f" {wheels_dir}/*.whl"
+    run_tool(command + [str(wheel) for wheel in wheels], "pip install", shown)
     if site is None:
         say("installed into the interpreter's environment; nothing to export")
         return EXIT_OK
@@ -1152,7 +1156,10 @@ def command_check(args: argparse.Namespace) -> int:
             say(f"FAIL {module_name}: {type(error).__name__}: {error}")
             continue
         version = distribution_version(distribution) or getattr(module, "__version__", "?")
-        say(f"ok   {module_name} {version} ({getattr(module, '__file__', '?')})")
+        location = getattr(module, "__file__", None) or next(
+            iter(getattr(module, "__path__", [])), "?"
+        )
+        say(f"ok   {module_name} {version} ({location})")
     for distribution in INFO_DISTRIBUTIONS:
         version = distribution_version(distribution)
         if version:

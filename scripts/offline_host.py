@@ -767,24 +767,42 @@ def command_pack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Hard-link ``source`` to ``destination`` (no extra disk), copying where links fail."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)
+
+
 def command_carry(args: argparse.Namespace) -> int:
-    """Copy part INDEX and the manifest alone into a folder that one transfer can carry."""
+    """Give each chosen part its own folder, ``INTO/partNNN/``, holding it and the manifest.
+
+    One such folder is what one small transfer carries; staging them all ahead leaves nothing
+    to do here between transfers.
+    """
     manifest_path = find_manifest(Path(args.parts), args.manifest)
     manifest = load_manifest(manifest_path)
     parts = {part["index"]: part for part in manifest["parts"]}
-    if args.index not in parts:
-        raise BundleError(f"no part {args.index}: the bundle has parts 1..{len(parts)}", EXIT_USAGE)
-    carry_dir = Path(args.into)
-    if carry_dir.exists():
-        shutil.rmtree(carry_dir)
-    carry_dir.mkdir(parents=True)
-    source = Path(args.parts) / parts[args.index]["name"]
-    shutil.copyfile(source, carry_dir / source.name)
-    shutil.copyfile(manifest_path, carry_dir / manifest_path.name)
-    say(
-        f"{carry_dir}: {source.name} ({human_size(source.stat().st_size)}) + {manifest_path.name}"
-        f" [part {args.index} of {len(parts)}]"
-    )
+    if args.which == "all":
+        chosen = sorted(parts)
+    elif args.which.isdigit() and int(args.which) in parts:
+        chosen = [int(args.which)]
+    else:
+        raise BundleError(f"no part {args.which}: the bundle has parts 1..{len(parts)}", EXIT_USAGE)
+    for index in chosen:
+        folder = Path(args.into) / f"part{index:03d}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        source = Path(args.parts) / parts[index]["name"]
+        check_part(source, parts[index])
+        link_or_copy(source, folder / source.name)
+        shutil.copyfile(manifest_path, folder / manifest_path.name)
+        say(
+            f"{folder}/: {source.name} ({human_size(source.stat().st_size)}) + "
+            f"{manifest_path.name} [part {index} of {len(parts)}]"
+        )
     return EXIT_OK
 
 
@@ -1297,8 +1315,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pack.set_defaults(handler=command_pack)
 
-    carry = commands.add_parser("carry", help="put part INDEX + manifest alone in a folder")
-    carry.add_argument("index", type=int)
+    carry = commands.add_parser("carry", help="stage part N (or all) in INTO/partNNN/ (here)")
+    carry.add_argument("which", metavar="N|all", help="part number, or all")
     carry.add_argument("--parts", default=str(DEFAULT_BUNDLE_DIR))
     carry.add_argument("--manifest")
     carry.add_argument("--into", default=str(DEFAULT_CARRY_DIR))

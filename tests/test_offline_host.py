@@ -475,11 +475,10 @@ def test_unpack_refuses_paths_outside_the_destination(tmp_path: Path, capsys) ->
 
 def carry_parts(out: Path, manifest: dict, transfers: Path) -> list[Path]:
     """Each part in its own folder with the manifest, as one small transfer would bring it."""
+    assert tool.main(["carry", "all", "--parts", str(out), "--into", str(transfers)]) == 0
     carried = []
     for part in manifest["parts"]:
-        assert tool.main(["carry", str(part["index"]), "--parts", str(out),
-                          "--into", str(transfers / f"t{part['index']}")]) == 0  # fmt: skip
-        folder = transfers / f"t{part['index']}"
+        folder = transfers / f"part{part['index']:03d}"
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             [part["name"], "maxwhisper-offline.manifest.json"]
         )
@@ -573,10 +572,20 @@ def test_append_refuses_a_file_it_did_not_start(packed, tmp_path: Path, capsys) 
     assert "was not built by append" in error
 
 
-def test_carry_rejects_an_unknown_part(packed, capsys) -> None:
+def test_carry_stages_one_part_and_rejects_unknown_or_bad_ones(packed, tmp_path, capsys) -> None:
     _, out, manifest = packed
-    error = run_failing(["carry", "99", "--parts", str(out)], capsys, code=2)
-    assert f"no part 99: the bundle has parts 1..{len(manifest['parts'])}" in error
+    staged = tmp_path / "carry"
+    assert tool.main(["carry", "2", "--parts", str(out), "--into", str(staged)]) == 0
+    assert [p.name for p in staged.iterdir()] == ["part002"]
+    assert (staged / "part002" / f"{BUNDLE_FILE}.part002").read_bytes() == (
+        out / f"{BUNDLE_FILE}.part002"
+    ).read_bytes()
+    for which in ("99", "0", "two"):
+        error = run_failing(["carry", which, "--parts", str(out), "--into", str(staged)], capsys, 2)
+        assert f"no part {which}: the bundle has parts 1..{len(manifest['parts'])}" in error
+    (out / f"{BUNDLE_FILE}.part003").write_bytes(b"damaged before it left")
+    error = run_failing(["carry", "all", "--parts", str(out), "--into", str(staged)], capsys)
+    assert f"part {BUNDLE_FILE}.part003: 22 bytes, the manifest says {PART_SIZE}" in error
 
 
 # --------------------------------------------------------------------------- host: install, check

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 
 import numpy as np
 import pytest
 import torch
 import whisper
-from whisper.normalizers import EnglishTextNormalizer
 
 from maxwhisper_lib.audio import load_audio
+from maxwhisper_lib.errors import MaxWhisperError
 from maxwhisper_lib.paths import data_dir
 from maxwhisper_lib.reference import build_reference_model
 from maxwhisper_lib.weights import checkpoint_path, ct2_path, load_weights
+from maxwhisper_lib.weights.verify import (
+    faster_whisper_transcript,
+    manifest_reference,
+    normalized,
+    openai_whisper_transcript,
+)
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
@@ -26,11 +31,6 @@ def _installed(*names: str) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
-
-
-def _reference_text(clip: str) -> str:
-    with open(data_dir() / "manifest.csv", newline="") as handle:
-        return next(row["reference_text"] for row in csv.DictReader(handle) if row["id"] == clip)
 
 
 @pytest.fixture(scope="module")
@@ -49,30 +49,27 @@ def jfk_mel(jfk) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def openai_transcript(weights_root, jfk) -> str:
-    model = whisper.load_model(str(checkpoint_path("tiny.en", weights_root)), device="cpu")
-    return model.transcribe(jfk, fp16=False, temperature=0.0, language="en")["text"].strip()
+def openai_text(weights_root, jfk) -> str:
+    return openai_whisper_transcript(checkpoint_path("tiny.en", weights_root), jfk)
 
 
 @pytest.fixture(scope="module")
-def faster_whisper_transcript(weights_root, jfk) -> str:
-    faster_whisper = pytest.importorskip("faster_whisper")
-    model = faster_whisper.WhisperModel(
-        str(ct2_path("tiny.en", weights_root)), device="cpu", compute_type="float32", cpu_threads=2
-    )
-    segments, _ = model.transcribe(jfk, beam_size=1, temperature=0.0, language="en")
-    return " ".join(s.text.strip() for s in segments)
+def faster_text(weights_root, jfk) -> str:
+    pytest.importorskip("faster_whisper")
+    return faster_whisper_transcript(ct2_path("tiny.en", weights_root), jfk)
 
 
-def test_openai_whisper_on_the_extracted_checkpoint_transcribes_jfk(openai_transcript):
-    normalize = EnglishTextNormalizer()
-    assert normalize(openai_transcript) == normalize(_reference_text("jfk"))
+def test_openai_whisper_on_the_extracted_checkpoint_transcribes_jfk(openai_text):
+    assert normalized(openai_text) == normalized(manifest_reference("jfk"))
 
 
-def test_faster_whisper_on_the_ct2_copy_gives_the_same_greedy_transcript(
-    openai_transcript, faster_whisper_transcript
-):
-    assert faster_whisper_transcript == openai_transcript
+def test_faster_whisper_on_the_ct2_copy_gives_the_same_greedy_transcript(openai_text, faster_text):
+    assert faster_text == openai_text
+
+
+def test_unknown_clip_is_reported():
+    with pytest.raises(MaxWhisperError, match="no clip 'nope'"):
+        manifest_reference("nope")
 
 
 @pytest.mark.parametrize(

@@ -221,3 +221,9 @@ def test_cli_runs_as_a_module(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert store.is_canonical(tmp_path / "tiny.en")
+
+
+def test_kept_copy_of_another_dtype_is_reported(extracted):
+    with pytest.raises(WeightsError, match="already extracted as float16, not float32"):
+        api.extract_weights("tiny.en", output_dir=extracted, dtype="float32")
+    assert api.extract_weights("tiny.en", output_dir=extracted, dtype="float16") == extracted

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .. import paths
 from ..errors import WeightsError
 from .canonical import WhisperWeights, expected_shapes
@@ -41,6 +43,17 @@ def _root(weights_dir: str | Path | None) -> Path:
     return Path(weights_dir) if weights_dir is not None else paths.weights_dir()
 
 
+def _kept(folder: Path, dtype: str | None) -> Path:
+    """An existing extracted copy, unless it holds another dtype than the one asked for."""
+    held = read_metadata(folder).get("dtype")
+    if dtype is not None and held != str(np.dtype(dtype)):
+        raise WeightsError(
+            f"{folder}: already extracted as {held}, not {dtype}; pass overwrite=True "
+            "(CLI: --overwrite) to re-extract, or choose another output folder"
+        )
+    return folder
+
+
 def extract_weights(
     source: str | Path = "tiny.en",
     output_dir: str | Path | None = None,
@@ -58,10 +71,12 @@ def extract_weights(
         Path(output_dir) if output_dir is not None else (_root(None) / source if named else None)
     )
     if folder is not None and is_canonical(folder) and not overwrite:
-        return folder
+        return _kept(folder, dtype)
     weights = read_weights(source, progress=progress)
     ct2 = ct2_folder_of(source)
     folder = folder if folder is not None else _root(None) / weights.name
+    if is_canonical(folder) and not overwrite:
+        return _kept(folder, dtype)
     return write_canonical(
         weights,
         folder,

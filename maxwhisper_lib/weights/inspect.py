@@ -85,3 +85,18 @@ def block_statistics(weights: WhisperWeights) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["stack", "block", "parameters", "mean_abs", "std", "max_abs"]
     )
+
+
+def plot_block_statistics(stats: pd.DataFrame, columns: tuple[str, ...] = ("mean_abs", "std")):
+    """One panel per statistic: encoder and decoder blocks side by side. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.5), squeeze=False)
+    for axis, column in zip(axes[0], columns, strict=True):
+        for stack, rows in stats.groupby("stack"):
+            axis.plot(rows["block"], rows[column], marker="o", label=stack)
+        axis.set(title=f"{column} of projection weights", xlabel="block", ylabel=column)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.legend()
+    figure.tight_layout()
+    return figure

@@ -32,9 +32,12 @@ __all__ = [
     "detect_format",
     "expected_shapes",
     "extract_weights",
+    "is_canonical",
     "load_weights",
     "model_folder",
     "named_models",
+    "read_canonical",
+    "read_metadata",
     "read_weights",
 ]
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .canonical import WhisperWeights
 from .catalog import published_parameters, size_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def tensors_checksum(weights: WhisperWeights) -> str:
@@ -27,6 +30,8 @@ def tensors_checksum(weights: WhisperWeights) -> str:
 
 def tensor_table(weights: WhisperWeights) -> pd.DataFrame:
     """One row per tensor: name, shape, dtype, number of elements and bytes."""
+    import pandas as pd
+
     rows = [
         {
             "name": name,
@@ -62,6 +67,8 @@ def block_statistics(weights: WhisperWeights) -> pd.DataFrame:
     Only 2-D weights (attention and MLP projections) are pooled, so norms and biases do not
     dilute the statistics.
     """
+    import pandas as pd
+
     pooled: dict[tuple[str, int], list[np.ndarray]] = {}
     for name, array in weights.tensors.items():
         match = _BLOCK.match(name)

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..dims import ModelDimensions
 from ..errors import WeightsError
@@ -22,6 +21,8 @@ from .streams import file_sha256
 
 
 def _to_numpy(name: str, tensor, path: Path) -> np.ndarray:
+    import torch
+
     if not isinstance(tensor, torch.Tensor):
         raise WeightsError(
             f"{path}: state-dict entry {name!r} is a {type(tensor).__name__}, not a tensor"
@@ -51,6 +52,8 @@ def read_openai_checkpoint(path: str | Path, name: str | None = None) -> Whisper
     Alignment heads come from the file's ``alignment_heads`` entry (this package writes one), else
     from openai-whisper's table when the file is named like an official model (``tiny.en.pt``).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
@@ -93,6 +96,8 @@ def write_openai_checkpoint(weights: WhisperWeights, path: str | Path) -> Path:
 
     Written to a temporary name beside ``path`` and renamed, so a failure leaves no partial file.
     """
+    import torch  # imported here: reading safetensors stores should not pay for torch
+
     path = Path(path)
     checkpoint = {
         "dims": weights.dims.to_dict(),

@@ -70,9 +70,10 @@ def test_metadata_describes_source_and_content(extracted, source):
     assert json.loads((extracted / "dims.json").read_text()) == source.dims.to_dict()
 
 
-def test_ct2_copy_is_the_original_model_bin(extracted):
+def test_ct2_copy_is_a_copy_of_the_original_model_bin(extracted):
     original = locate_named_model("tiny.en").model_files
     assert file_sha256([extracted / "ct2" / "model.bin"]) == file_sha256(original)
+    assert not (extracted / "ct2" / "model.bin").samefile(original[0])  # a copy, not a link
 
 
 def test_openai_checkpoint_holds_the_same_weights(extracted, source):

@@ -10,7 +10,6 @@ Variable names follow ``ctranslate2.specs.whisper_spec.WhisperSpec``: fused QKV 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -297,13 +296,14 @@ def read_ct2_parts(parts: Sequence[str | Path], name: str | None = None) -> Whis
 def copy_ct2_folder(source: Ct2Folder, target: Path) -> Path:
     """A faster-whisper-ready copy of ``source`` in ``target``: side files and one ``model.bin``.
 
-    A single model file is hard-linked when possible (else copied); parts are joined.
+    Files are copied, never linked: writing into the copy must not touch the installed package.
+    Parts are joined into one ``model.bin``.
     """
     target.mkdir(parents=True, exist_ok=True)
     for path in source.side_files():
-        _link_or_copy(path, target / path.name)
+        shutil.copyfile(path, target / path.name)
     if len(source.model_files) == 1:
-        _link_or_copy(source.model_files[0], target / MODEL_FILE)
+        shutil.copyfile(source.model_files[0], target / MODEL_FILE)
     else:
         with (
             ConcatenatedStream(source.model_files) as stream,
@@ -311,13 +311,6 @@ def copy_ct2_folder(source: Ct2Folder, target: Path) -> Path:
         ):
             shutil.copyfileobj(stream, out, length=1 << 22)
     return target
-
-
-def _link_or_copy(path: Path, target: Path) -> None:
-    try:
-        os.link(path, target)
-    except OSError:
-        shutil.copy2(path, target)
 
 
 def canonical_to_ct2(weights: WhisperWeights) -> tuple[dict[str, np.ndarray], dict[str, str]]:

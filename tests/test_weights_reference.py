@@ -21,8 +21,6 @@ from maxwhisper_lib.weights.verify import (
     openai_whisper_transcript,
 )
 
-ctranslate2 = pytest.importorskip("ctranslate2")
-
 
 def _installed(*names: str) -> bool:
     try:
@@ -88,6 +86,7 @@ def test_unknown_clip_is_reported():
 def test_reference_model_matches_ctranslate2_encoder_and_logits(model, weights_root, jfk_mel):
     """Encoder output and every decoder step's logits of CTranslate2's greedy transcript, from
     the torch reference built on the extracted weights, match CTranslate2 on the original files."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
     weights = load_weights(model, weights_root)
     reference = build_reference_model(weights)
     ct2 = ctranslate2.models.Whisper(

@@ -52,7 +52,7 @@ class DecoderSession(Protocol):
         ...
 
     def reorder(self, source_rows: np.ndarray) -> None:
-        """Beam search: row ``i`` of the cache continues the sequence that was row ``source_rows[i]``."""
+        """Beam search: cache row ``i`` continues the sequence that was row ``source_rows[i]``."""
         ...
 
 
@@ -70,11 +70,14 @@ class WhisperBackend(Protocol):
         """A session of ``len(rows)`` sequences; sequence ``i`` attends to window ``rows[i]``."""
         ...
 
-    def alignment(self, audio: AudioFeatures, row: int, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def alignment(
+        self, audio: AudioFeatures, row: int, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One full, uncached pass over ``tokens`` ``(n_tokens,)`` against window ``row``.
 
         Returns ``(logits, cross_qk)``: float32 logits ``(n_tokens, n_vocab)`` and the scaled
-        cross-attention scores before softmax, ``(n_text_layer, n_text_head, n_tokens, n_audio_ctx)``,
+        cross-attention scores before softmax,
+        ``(n_text_layer, n_text_head, n_tokens, n_audio_ctx)``,
         as openai-whisper's word-timestamp hooks capture them.
         """
         ...

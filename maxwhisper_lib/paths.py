@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """The checkout holding ``pyproject.toml``: found from the working directory, else the package."""
+    """The checkout holding ``pyproject.toml``, found from the cwd, else the package."""
     for start in (Path.cwd(), Path(__file__).resolve().parent):
         for folder in (start, *start.parents):
             if (folder / "pyproject.toml").is_file() and (folder / "maxwhisper_lib").is_dir():
@@ -26,7 +26,7 @@ def data_dir() -> Path:
 
 
 def weights_dir() -> Path:
-    """Extracted canonical weights, one folder per model (``MAXWHISPER_WEIGHTS_DIR``, default ``weights/``)."""
+    """Extracted canonical weights, a folder per model (``MAXWHISPER_WEIGHTS_DIR``, ``weights/``)."""
     return _folder("MAXWHISPER_WEIGHTS_DIR", "weights")
 
 

@@ -24,7 +24,9 @@ def build_reference_model(
 ) -> whisper.model.Whisper:
     """openai-whisper's ``Whisper`` module holding exactly ``weights`` (cast to ``dtype``)."""
     model = whisper.model.Whisper(whisper.model.ModelDimensions(**weights.dims.to_dict()))
-    state = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in weights.tensors.items()}
+    state = {
+        k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in weights.tensors.items()
+    }
     model.load_state_dict(state)
     mask = alignment_mask(weights)
     if mask is not None:
@@ -47,12 +49,16 @@ class TorchAudioFeatures:
 
 
 class TorchDecoderSession:
-    """openai-whisper's own KV-cache hooks behind the :class:`DecoderSession` protocol."""
+    """openai-whisper's own KV-cache hooks behind the :class:`DecoderSession` protocol.
+
+    The hooks are installed for the duration of each call only, so several sessions (and the
+    uncached alignment pass) can share one model.
+    """
 
     def __init__(self, model: whisper.model.Whisper, features: torch.Tensor) -> None:
         self.model = model
         self.features = features
-        self.kv_cache, self.hooks = model.install_kv_cache_hooks()
+        self.kv_cache: dict = {}
         self._length = 0
 
     @property
@@ -66,30 +72,31 @@ class TorchDecoderSession:
     @torch.no_grad()
     def logits(self, tokens: np.ndarray, positions=(-1,)) -> np.ndarray:
         x = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.features.device)
-        out = self.model.decoder(x, self.features, kv_cache=self.kv_cache)
+        self.kv_cache, hooks = self.model.install_kv_cache_hooks(self.kv_cache)
+        try:
+            out = self.model.decoder(x, self.features, kv_cache=self.kv_cache)
+        finally:
+            for hook in hooks:
+                hook.remove()
         self._length += x.shape[1]
         return out[:, list(positions)].float().cpu().numpy()
 
     def reorder(self, source_rows: np.ndarray) -> None:
-        index = torch.as_tensor(np.asarray(source_rows, dtype=np.int64), device=self.features.device)
+        index = torch.as_tensor(
+            np.asarray(source_rows, dtype=np.int64), device=self.features.device
+        )
         # as openai-whisper's rearrange_kv_cache: every cached key/value, cross-attention included
         for module, tensor in self.kv_cache.items():
             self.kv_cache[module] = tensor[index].detach()
         self.features = self.features[index]
 
-    def close(self) -> None:
-        for hook in self.hooks:
-            hook.remove()
-        self.kv_cache.clear()
-
-    def __del__(self) -> None:
-        self.close()
-
 
 class TorchBackend:
-    """openai-whisper's PyTorch model behind the :class:`WhisperBackend` protocol (the reference)."""
+    """openai-whisper's PyTorch model behind the :class:`WhisperBackend` protocol."""
 
-    def __init__(self, weights: WhisperWeights, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, weights: WhisperWeights, device: str = "cpu", dtype: torch.dtype = torch.float32
+    ):
         self.model = build_reference_model(weights, device=device, dtype=dtype)
         self.dims = weights.dims
         self.alignment_heads = weights.alignment_heads
@@ -109,7 +116,9 @@ class TorchBackend:
     def alignment(self, audio: TorchAudioFeatures, row: int, tokens: np.ndarray):
         captured: list[torch.Tensor] = []
         hooks = [
-            block.cross_attn.register_forward_hook(lambda _m, _i, outs: captured.append(outs[-1][0]))
+            block.cross_attn.register_forward_hook(
+                lambda _m, _i, outs: captured.append(outs[-1][0])
+            )
             for block in self.model.decoder.blocks
         ]
         try:

@@ -45,11 +45,15 @@ def resolve_device_name(device: str = "auto") -> str:
     if name.startswith("cuda"):
         name = "gpu"
     if name not in DEVICE_CHOICES:
-        raise DecodingOptionsError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        raise DecodingOptionsError(
+            f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
+        )
     if name == "auto":
         return "gpu" if gpu_available() else "cpu"
     if name == "gpu" and not gpu_available():
-        raise DecodingOptionsError("device 'gpu' requested, but MAX sees no accelerator on this machine")
+        raise DecodingOptionsError(
+            "device 'gpu' requested, but MAX sees no accelerator on this machine"
+        )
     return name
 
 
@@ -62,7 +66,9 @@ def get_device(name: str) -> Device:
 def resolve_dtype(dtype: str, device_name: str) -> DType:
     """The MAX dtype for activations and weights; half precision is a GPU option only."""
     if dtype not in _DTYPES:
-        raise DecodingOptionsError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+        raise DecodingOptionsError(
+            f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}"
+        )
     if dtype != "float32" and device_name == "cpu":
         raise DecodingOptionsError(f"dtype {dtype} is supported on GPU only; use float32 on CPU")
     return _DTYPES[dtype]
@@ -88,7 +94,7 @@ def compile_cache_dir() -> Path:
 
 @dataclass
 class CompileRecord:
-    """How long one graph took to compile and load (a cache hit is seconds, a cold compile minutes)."""
+    """How long one graph took to compile and load (cache hit: seconds; cold compile: minutes)."""
 
     name: str
     device: str
@@ -110,8 +116,10 @@ def device_ref(device_name: str) -> DeviceRef:
     return DeviceRef.from_device(get_device(device_name))
 
 
-def compile_graph(graph: Graph, device_name: str, weights: Mapping[str, np.ndarray] | None = None) -> Model:
-    """Compile ``graph`` (or fetch it from MAX's cache) and bind ``weights`` to its ``Weight`` names."""
+def compile_graph(
+    graph: Graph, device_name: str, weights: Mapping[str, np.ndarray] | None = None
+) -> Model:
+    """Compile ``graph`` (or fetch it from MAX's cache); bind ``weights`` to its ``Weight`` names."""
     start = time.perf_counter()
     model = get_session(device_name).load(graph, weights_registry=dict(weights or {}))
     seconds = time.perf_counter() - start

@@ -1,0 +1,191 @@
+"""The text decoder as MAX graphs, with a key/value cache that stays on the device.
+
+* ``build_cross_kv_graph``: audio features -> every block's cross-attention keys/values, once per
+  window (rows may repeat a window, e.g. for beams).
+* ``build_decoder_step_graph``: ``n_new`` tokens per sequence (the whole prompt, or one token) ->
+  logits at chosen positions. Each block's self-attention cache is a pair of mutable device
+  buffers of fixed capacity ``n_text_ctx``: the step reads the cache, attends to it (slots at or
+  past ``offset`` masked) and to the new positions, and writes the new keys/values at ``offset``
+  once every block is done. (Writing each block's slot before the next block reads makes
+  MAX 26.7's compiler crash; writing last keeps one read and one write per buffer.) Positions and
+  attention masks come from the host (:func:`self_attention_mask`), see ``layers.decoder_block``.
+* ``build_reorder_graph``: beam search moves cache rows (gather along the batch).
+* ``build_alignment_graph``: one uncached pass returning logits and every head's cross-attention
+  scores, for word timestamps.
+* ``build_decoder_block_graph``: one block with full causal attention, for the component checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from max.dtype import DType
+from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, ops
+
+from ..dims import ModelDimensions
+from ..weight_mapping import graph_weight_shapes
+from .encoder import block_weight_shapes
+from .layers import Params, cross_keys_values, decoder_block, layer_norm
+
+BATCH = "batch"
+N_NEW = "n_new"
+N_LOGITS = "n_logits"
+HOST = DeviceRef.CPU()
+
+
+def head_width(dims: ModelDimensions) -> int:
+    return dims.n_text_state // dims.n_text_head
+
+
+def cache_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[BufferType]:
+    """Per block: keys ``(batch, heads, head_width, n_text_ctx)``, values ``(…, ctx, head_width)``."""
+    h, dh, cap = dims.n_text_head, head_width(dims), dims.n_text_ctx
+    types = []
+    for _ in range(dims.n_text_layer):
+        types.append(BufferType(dtype, [BATCH, h, dh, cap], device=device))
+        types.append(BufferType(dtype, [BATCH, h, cap, dh], device=device))
+    return types
+
+
+def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[TensorType]:
+    """All blocks' cross keys ``(layers, batch, heads, head_width, n_audio_ctx)`` and values."""
+    shape = [dims.n_text_layer, BATCH, dims.n_text_head, head_width(dims), dims.n_audio_ctx]
+    values = [dims.n_text_layer, BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
+    return [TensorType(dtype, shape, device=device), TensorType(dtype, values, device=device)]
+
+
+def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) -> np.ndarray:
+    """Additive float32 mask for ``n_new`` positions starting at ``offset``.
+
+    With ``capacity``: ``(n_new, capacity + n_new)``, cache slots before ``offset`` visible, then
+    causal among the new positions; without: ``(n_new, n_new)`` causal.
+    """
+    causal = np.triu(np.full((n_new, n_new), -np.inf, dtype=np.float32), 1)
+    if capacity is None:
+        return causal
+    past = np.where(np.arange(capacity) < offset, 0.0, -np.inf).astype(np.float32)
+    return np.concatenate([np.broadcast_to(past, (n_new, capacity)), causal], axis=1)
+
+
+def embed_tokens(tokens: TensorValue, positions: TensorValue, p: Params) -> TensorValue:
+    """Token plus learned positional embeddings, ``(batch, n, width)``."""
+    return ops.gather(p("decoder.token_embedding"), tokens, axis=0) + ops.gather(
+        p("decoder.positional_embedding"), positions, axis=0
+    )
+
+
+def logits(x: TensorValue, p: Params) -> TensorValue:
+    """Final LayerNorm and the tied output projection, in float32."""
+    out = layer_norm(x, p, "decoder.ln") @ p("decoder.logits.weight")
+    return out if out.dtype == DType.float32 else ops.cast(out, DType.float32)
+
+
+def build_cross_kv_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> cross keys, values."""
+    p = Params(graph_weight_shapes(dims), dtype, device)
+    features = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_audio_state], device=device)
+    rows = TensorType(DType.int64, [BATCH], device=device)
+    with Graph("whisper_cross_kv", input_types=[features, rows]) as graph:
+        xa = ops.gather(graph.inputs[0].tensor, graph.inputs[1].tensor, axis=0)
+        keys, values = zip(
+            *(
+                cross_keys_values(xa, p.scope(f"decoder.blocks.{i}"), dims.n_text_head)
+                for i in range(dims.n_text_layer)
+            ),
+            strict=True,
+        )
+        graph.output(ops.stack(list(keys)), ops.stack(list(values)))
+    return graph
+
+
+def build_decoder_step_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
+    self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, cross
+    keys/values, then the cache buffers -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
+    p = Params(graph_weight_shapes(dims), dtype, device)
+    cap = dims.n_text_ctx
+    inputs = [
+        TensorType(DType.int64, [BATCH, N_NEW], device=device),
+        TensorType(DType.int64, [N_NEW], device=device),
+        TensorType(DType.int64, [], device=HOST),
+        TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
+        TensorType(DType.int64, [N_LOGITS], device=device),
+        *cross_types(dims, dtype, device),
+        *cache_types(dims, dtype, device),
+    ]
+    with Graph("whisper_decoder_step", input_types=inputs) as graph:
+        tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
+        cross_k, cross_v = (v.tensor for v in graph.inputs[5:7])
+        caches = [v.buffer for v in graph.inputs[7:]]
+        n_new = tokens.shape[1]
+        mask = ops.rebind(mask, [n_new, cap + n_new])
+        x = embed_tokens(tokens, positions, p)
+        writes = []
+        for i in range(dims.n_text_layer):
+            k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
+            past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
+            block = p.scope(f"decoder.blocks.{i}")
+            x, new_k, new_v, _ = decoder_block(
+                x, block, dims.n_text_head, cross_k[i], cross_v[i], mask, past
+            )
+            writes.append((k_buffer, v_buffer, new_k, new_v))
+        new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
+        for k_buffer, v_buffer, new_k, new_v in writes:
+            ops.buffer_store_slice(k_buffer, new_k, [slice(None)] * 3 + [new_slots])
+            ops.buffer_store_slice(v_buffer, new_v, [slice(None)] * 2 + [new_slots, slice(None)])
+        graph.output(logits(ops.gather(x, logit_positions, axis=1), p))
+    return graph
+
+
+def build_reorder_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """source rows ``(batch,)`` then the cache buffers: row ``i`` becomes old row ``source[i]``."""
+    inputs = [TensorType(DType.int64, [BATCH], device=device), *cache_types(dims, dtype, device)]
+    with Graph("whisper_cache_reorder", input_types=inputs) as graph:
+        source = graph.inputs[0].tensor
+        buffers = [v.buffer for v in graph.inputs[1:]]
+        moved = [ops.gather(ops.buffer_load(b), source, axis=0) for b in buffers]
+        for buffer, value in zip(buffers, moved, strict=True):
+            ops.buffer_store(buffer, value)
+        graph.output()
+    return graph
+
+
+def build_alignment_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """tokens ``(1, n)``, positions ``(n,)``, causal mask ``(n, n)`` and one window's features ->
+    logits ``(1, n, n_vocab)`` and cross-attention scores ``(layers, heads, n, n_audio_ctx)``
+    (scaled, before softmax), in one uncached pass."""
+    p = Params(graph_weight_shapes(dims), dtype, device)
+    inputs = [
+        TensorType(DType.int64, [1, N_NEW], device=device),
+        TensorType(DType.int64, [N_NEW], device=device),
+        TensorType(DType.float32, [N_NEW, N_NEW], device=device),
+        TensorType(dtype, [1, dims.n_audio_ctx, dims.n_audio_state], device=device),
+    ]
+    with Graph("whisper_alignment", input_types=inputs) as graph:
+        tokens, positions, mask, xa = (v.tensor for v in graph.inputs)
+        x = embed_tokens(tokens, positions, p)
+        scores = []
+        for i in range(dims.n_text_layer):
+            block = p.scope(f"decoder.blocks.{i}")
+            cross_k, cross_v = cross_keys_values(xa, block, dims.n_text_head)
+            x, _, _, cross_scores = decoder_block(
+                x, block, dims.n_text_head, cross_k, cross_v, mask
+            )
+            scores.append(cross_scores[0])
+        graph.output(logits(x, p), ops.stack(scores))
+    return graph
+
+
+def build_decoder_block_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """One decoder block with full causal self-attention: x ``(batch, n, width)``, audio features
+    ``(batch, n_audio_ctx, width)`` and the causal mask ``(n, n)`` -> x; weights as ``block.*``."""
+    p = Params(block_weight_shapes(dims, "decoder.blocks"), dtype, device).scope("block")
+    inputs = [
+        TensorType(dtype, [BATCH, N_NEW, dims.n_text_state], device=device),
+        TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device),
+        TensorType(DType.float32, [N_NEW, N_NEW], device=device),
+    ]
+    with Graph("whisper_decoder_block", input_types=inputs) as graph:
+        x, xa, mask = (v.tensor for v in graph.inputs)
+        cross_k, cross_v = cross_keys_values(xa, p, dims.n_text_head)
+        graph.output(decoder_block(x, p, dims.n_text_head, cross_k, cross_v, mask)[0])
+    return graph

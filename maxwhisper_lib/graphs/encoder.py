@@ -1,0 +1,81 @@
+"""The audio encoder as MAX graphs: log-mel windows -> audio features.
+
+``build_encoder_graph`` is the production graph (batch size symbolic). ``build_stem_graph`` and
+``build_encoder_block_graph`` expose pieces of it for the per-component checks; the block graph
+binds one block's weights under the alias ``block.*`` so a single compile serves every layer.
+"""
+
+from __future__ import annotations
+
+from max.dtype import DType
+from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
+
+from ..dims import ModelDimensions
+from ..weight_mapping import graph_weight_shapes
+from .layers import Params, encoder_block, layer_norm
+
+BATCH = "batch"
+
+
+def conv_taps(x: TensorValue, stride: int) -> TensorValue:
+    """``(b, time, c)`` -> ``(b, time // stride, 3c)``: each output step's three input taps
+    (t-1, t, t+1 around ``stride * step``, zero-padded), ready to multiply by a tap matrix."""
+    time = x.shape[1]
+    steps = int(time) // stride
+    padded = ops.pad(x, [0, 0, 1, 1, 0, 0])
+    taps = [padded[:, offset : offset + stride * steps : stride, :] for offset in range(3)]
+    return ops.concat(taps, axis=-1)
+
+
+def conv_stem(mel: TensorValue, p: Params) -> TensorValue:
+    """Two 3-wide convolutions with exact GELU, the second with stride 2: ``(b, n_mels, 3000)``
+    -> ``(b, 1500, width)``."""
+    x = ops.permute(mel, [0, 2, 1])
+    x = ops.gelu(conv_taps(x, 1) @ p("encoder.conv1.weight") + p("encoder.conv1.bias"))
+    return ops.gelu(conv_taps(x, 2) @ p("encoder.conv2.weight") + p("encoder.conv2.bias"))
+
+
+def encode(mel: TensorValue, p: Params, dims: ModelDimensions) -> TensorValue:
+    x = conv_stem(mel, p) + p("encoder.positional_embedding")
+    for i in range(dims.n_audio_layer):
+        x = encoder_block(x, p.scope(f"encoder.blocks.{i}"), dims.n_audio_head)
+    return layer_norm(x, p, "encoder.ln_post")
+
+
+def _mel_type(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> TensorType:
+    return TensorType(dtype, [BATCH, dims.n_mels, 2 * dims.n_audio_ctx], device=device)
+
+
+def build_encoder_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """log-mel ``(batch, n_mels, 2 * n_audio_ctx)`` -> features ``(batch, n_audio_ctx, width)``."""
+    p = Params(graph_weight_shapes(dims), dtype, device)
+    with Graph("whisper_encoder", input_types=[_mel_type(dims, dtype, device)]) as graph:
+        graph.output(encode(graph.inputs[0].tensor, p, dims))
+    return graph
+
+
+def build_stem_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """log-mel -> the convolution stem's output (before positional embeddings)."""
+    p = Params(graph_weight_shapes(dims), dtype, device)
+    with Graph("whisper_encoder_stem", input_types=[_mel_type(dims, dtype, device)]) as graph:
+        graph.output(conv_stem(graph.inputs[0].tensor, p))
+    return graph
+
+
+def block_weight_shapes(dims: ModelDimensions, prefix: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of one block's weights renamed ``block.*`` (see weight_mapping.select_block)."""
+    head = prefix + ".0."
+    return {
+        "block." + k[len(head) :]: v
+        for k, v in graph_weight_shapes(dims).items()
+        if k.startswith(head)
+    }
+
+
+def build_encoder_block_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    """One encoder block ``(batch, n_audio_ctx, width)`` -> same, weights bound as ``block.*``."""
+    p = Params(block_weight_shapes(dims, "encoder.blocks"), dtype, device).scope("block")
+    x_type = TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device)
+    with Graph("whisper_encoder_block", input_types=[x_type]) as graph:
+        graph.output(encoder_block(graph.inputs[0].tensor, p, dims.n_audio_head))
+    return graph

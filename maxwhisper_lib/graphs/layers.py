@@ -1,0 +1,167 @@
+"""Whisper's building blocks as MAX Graph operations.
+
+Shapes: activations are ``(batch, time, width)``; attention heads are split as
+``(batch, heads, time, head_width)``. Linear weights are ``(in, out)`` (see weight_mapping).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from max.dtype import DType
+from max.graph import DeviceRef, TensorValue, Weight, ops
+
+LAYER_NORM_EPS = 1e-5
+
+
+class Params:
+    """Hands out the graph's named weights, creating each ``Weight`` once, with its mapped shape."""
+
+    def __init__(
+        self,
+        shapes: Mapping[str, tuple[int, ...]],
+        dtype: DType,
+        device: DeviceRef,
+        prefix: str = "",
+        _cache: dict[str, Weight] | None = None,
+    ) -> None:
+        self.shapes = shapes
+        self.dtype = dtype
+        self.device = device
+        self.prefix = prefix
+        self._cache = {} if _cache is None else _cache
+
+    def __call__(self, name: str) -> Weight:
+        full = f"{self.prefix}{name}"
+        if full not in self._cache:
+            if full not in self.shapes:
+                raise KeyError(f"graph weight {full!r} is not in the weight mapping")
+            self._cache[full] = Weight(full, self.dtype, self.shapes[full], self.device)
+        return self._cache[full]
+
+    def scope(self, prefix: str) -> Params:
+        """The same weights seen from ``prefix.`` (e.g. ``encoder.blocks.0``)."""
+        return Params(self.shapes, self.dtype, self.device, f"{self.prefix}{prefix}.", self._cache)
+
+
+def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
+    """LayerNorm computed in float32 whatever the activation dtype, as openai-whisper does."""
+    gamma, beta = p(f"{name}.weight"), p(f"{name}.bias")
+    if x.dtype == DType.float32:
+        return ops.layer_norm(x, gamma, beta, LAYER_NORM_EPS)
+    y = ops.layer_norm(
+        ops.cast(x, DType.float32),
+        ops.cast(gamma, DType.float32),
+        ops.cast(beta, DType.float32),
+        LAYER_NORM_EPS,
+    )
+    return ops.cast(y, x.dtype)
+
+
+def linear(x: TensorValue, p: Params, name: str) -> TensorValue:
+    return x @ p(f"{name}.weight") + p(f"{name}.bias")
+
+
+def mlp(x: TensorValue, p: Params) -> TensorValue:
+    """Whisper's MLP: Linear(d, 4d) -> exact GELU -> Linear(4d, d)."""
+    return linear(ops.gelu(linear(x, p, "mlp.fc1")), p, "mlp.fc2")
+
+
+def split_heads(x: TensorValue, n_head: int) -> TensorValue:
+    """``(batch, time, width)`` -> ``(batch, heads, time, head_width)``."""
+    batch, time, width = x.shape
+    return ops.permute(ops.reshape(x, [batch, time, n_head, int(width) // n_head]), [0, 2, 1, 3])
+
+
+def split_heads_transposed(x: TensorValue, n_head: int) -> TensorValue:
+    """``(batch, time, width)`` -> ``(batch, heads, head_width, time)``: keys for ``q @ k``."""
+    batch, time, width = x.shape
+    return ops.permute(ops.reshape(x, [batch, time, n_head, int(width) // n_head]), [0, 2, 3, 1])
+
+
+def merge_heads(x: TensorValue) -> TensorValue:
+    """``(batch, heads, time, head_width)`` -> ``(batch, time, width)``."""
+    batch, heads, time, head_width = x.shape
+    return ops.reshape(ops.permute(x, [0, 2, 1, 3]), [batch, time, int(heads) * int(head_width)])
+
+
+def attention_scores(q: TensorValue, k_t: TensorValue) -> TensorValue:
+    """Scaled dot products ``q @ k / sqrt(head_width)`` in float32, ``(batch, heads, n_q, n_k)``."""
+    head_width = int(q.shape[-1])
+    scores = (q * (1.0 / math.sqrt(head_width))) @ k_t
+    return scores if scores.dtype == DType.float32 else ops.cast(scores, DType.float32)
+
+
+def attend(scores: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+    """softmax(scores + mask) @ v, merged back to ``(batch, n_q, width)``."""
+    if mask is not None:
+        scores = scores + mask
+    weights = ops.softmax(scores)
+    if weights.dtype != v.dtype:
+        weights = ops.cast(weights, v.dtype)
+    return merge_heads(weights @ v)
+
+
+def self_attention_qkv(x: TensorValue, p: Params, name: str, n_head: int):
+    """Fused QKV projection -> ``(q, k_t, v)`` split into heads (keys transposed)."""
+    width = int(x.shape[-1])
+    qkv = linear(x, p, f"{name}.qkv")
+    q, k, v = ops.split(qkv, [width, width, width], axis=-1)
+    return split_heads(q, n_head), split_heads_transposed(k, n_head), split_heads(v, n_head)
+
+
+def encoder_block(x: TensorValue, p: Params, n_head: int) -> TensorValue:
+    """Residual attention block without mask or cross-attention (the audio encoder's)."""
+    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
+    x = x + linear(attend(attention_scores(q, k_t), v), p, "attn.out")
+    return x + mlp(layer_norm(x, p, "mlp_ln"), p)
+
+
+def cross_keys_values(xa: TensorValue, p: Params, n_head: int) -> tuple[TensorValue, TensorValue]:
+    """One decoder block's cross-attention keys ``(b, h, dh, ctx)``, values ``(b, h, ctx, dh)``."""
+    width = int(xa.shape[-1])
+    k, v = ops.split(linear(xa, p, "cross_attn.kv"), [width, width], axis=-1)
+    return split_heads_transposed(k, n_head), split_heads(v, n_head)
+
+
+def decoder_block(
+    x: TensorValue,
+    p: Params,
+    n_head: int,
+    cross_k_t: TensorValue,
+    cross_v: TensorValue,
+    self_mask: TensorValue,
+    past: tuple[TensorValue, TensorValue] | None = None,
+) -> tuple[TensorValue, TensorValue, TensorValue, TensorValue]:
+    """Residual block of the text decoder for ``n_new`` new positions.
+
+    ``past`` is this block's cached keys ``(b, h, dh, cap)`` and values ``(b, h, cap, dh)``; the
+    new positions attend to the cache and to each other under ``self_mask``, an additive float32
+    mask ``(n_new, cap + n_new)`` (``(n_new, n_new)`` without a cache) built by the caller: masks
+    computed inside the graph from ``ops.range`` are silently dropped by MAX 26.7's CPU fusion of
+    mask + softmax, so they are graph inputs. No cache is read or written here.
+
+    Returns ``(x, new_k_t, new_v, cross_scores)``: the block output, the new positions' keys and
+    values (for the caller to store), and the cross-attention scores before softmax.
+    """
+    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
+    if past is None:
+        attended = attend(attention_scores(q, k_t), v, self_mask)
+    else:
+        past_k_t, past_v = past
+        capacity = past_k_t.shape[-1]
+        scores = ops.concat([attention_scores(q, past_k_t), attention_scores(q, k_t)], axis=-1)
+        weights = ops.softmax(scores + self_mask)
+        if weights.dtype != v.dtype:
+            weights = ops.cast(weights, v.dtype)
+        w_past = weights[:, :, :, :capacity]
+        w_new = weights[:, :, :, (slice(int(capacity), None), x.shape[1])]
+        attended = merge_heads(w_past @ past_v + w_new @ v)
+    x = x + linear(attended, p, "attn.out")
+
+    q = split_heads(linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query"), n_head)
+    cross_scores = attention_scores(q, cross_k_t)
+    x = x + linear(attend(cross_scores, cross_v), p, "cross_attn.out")
+    x = x + mlp(layer_norm(x, p, "mlp_ln"), p)
+    return x, k_t, v, cross_scores

@@ -1,0 +1,234 @@
+"""MaxWhisper: Whisper's encoder and decoder compiled as MAX graphs, behind the backend protocol.
+
+Weights are mapped once (:mod:`weight_mapping`) and bound to each graph at load time; graphs
+compile on first use and come from MAX's cache afterwards (:mod:`runtime`). Every tensor that
+decoding keeps between calls (audio features, cross-attention keys/values, the self-attention
+cache) stays on the model's device; only tokens go in and only requested logits come out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from max.driver import Buffer
+from max.dtype import DType
+from max.engine import Model
+from max.graph import DeviceRef, Graph
+
+from . import runtime
+from .dims import ModelDimensions
+from .errors import DecodingOptionsError
+from .graphs.decoder import (
+    build_alignment_graph,
+    build_cross_kv_graph,
+    build_decoder_step_graph,
+    build_reorder_graph,
+    cache_types,
+    self_attention_mask,
+)
+from .graphs.encoder import build_encoder_graph
+from .weight_mapping import map_weights
+from .weights.canonical import WhisperWeights
+
+GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
+
+GRAPHS: dict[str, GraphBuilder] = {
+    "encoder": build_encoder_graph,
+    "cross_kv": build_cross_kv_graph,
+    "decoder_step": build_decoder_step_graph,
+    "reorder": build_reorder_graph,
+    "alignment": build_alignment_graph,
+}
+
+
+def weight_registry(weights: WhisperWeights, dtype: DType) -> dict[str, object]:
+    """Mapped weights as arrays MAX can bind for ``dtype`` (bfloat16 goes through torch/DLPack)."""
+    if dtype == DType.bfloat16:
+        import torch
+
+        return {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in map_weights(weights).items()}
+    return dict(map_weights(weights, runtime.numpy_dtype(dtype)))
+
+
+class MaxAudioFeatures:
+    """Encoder output ``(batch, n_audio_ctx, width)`` resident on the model's device."""
+
+    def __init__(self, buffer: Buffer) -> None:
+        self.buffer = buffer
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.buffer.shape[0])
+
+    def numpy(self) -> np.ndarray:
+        return _host_float32(self.buffer)
+
+
+def _host_float32(buffer: Buffer) -> np.ndarray:
+    if buffer.dtype == DType.bfloat16:
+        import torch
+
+        return torch.from_dlpack(buffer.to(runtime.get_device("cpu"))).float().numpy()
+    return buffer.to(runtime.get_device("cpu")).to_numpy().astype(np.float32, copy=False)
+
+
+class MaxDecoderSession:
+    """Sequences decoding together on MAX; see :class:`maxwhisper_lib.backend.DecoderSession`."""
+
+    def __init__(self, model: MaxWhisper, audio: MaxAudioFeatures, rows: np.ndarray) -> None:
+        self.model = model
+        self.audio = audio
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.cross_k, self.cross_v = model.run("cross_kv", audio.buffer, model.to_device(self.rows))
+        device = runtime.get_device(model.device_name)
+        self.caches = [
+            Buffer.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
+            for t in cache_types(model.dims, model.dtype, DeviceRef.from_device(device))
+        ]
+        self._length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def logits(self, tokens: np.ndarray, positions: Sequence[int] = (-1,)) -> np.ndarray:
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        n_new = tokens.shape[1]
+        if tokens.shape[0] != self.batch_size:
+            raise ValueError(
+                f"expected tokens for {self.batch_size} sequences, got {tokens.shape[0]}"
+            )
+        if self._length + n_new > self.model.dims.n_text_ctx:
+            raise DecodingOptionsError(
+                f"sequence of {self._length + n_new} tokens exceeds the decoder's context of "
+                f"{self.model.dims.n_text_ctx}"
+            )
+        index = np.array([p % n_new for p in positions], dtype=np.int64)
+        offset = self._length
+        mask = self_attention_mask(offset, n_new, self.model.dims.n_text_ctx)
+        (out,) = self.model.run(
+            "decoder_step",
+            self.model.to_device(tokens),
+            self.model.to_device(np.arange(offset, offset + n_new, dtype=np.int64)),
+            np.array(offset, dtype=np.int64),
+            self.model.to_device(mask),
+            self.model.to_device(index),
+            self.cross_k,
+            self.cross_v,
+            *self.caches,
+        )
+        self._length += n_new
+        return out.to_numpy() if out.is_host else out.to(runtime.get_device("cpu")).to_numpy()
+
+    def reorder(self, source_rows: np.ndarray) -> None:
+        source = np.asarray(source_rows, dtype=np.int64)
+        if np.array_equal(source, np.arange(self.batch_size)):
+            return
+        self.model.run("reorder", self.model.to_device(source), *self.caches)
+        new_rows = self.rows[source]
+        if not np.array_equal(new_rows, self.rows):  # a sequence moved to another window
+            self.rows = new_rows
+            self.cross_k, self.cross_v = self.model.run(
+                "cross_kv", self.audio.buffer, self.model.to_device(self.rows)
+            )
+
+
+class MaxWhisper:
+    """Whisper on MAX Graph, CPU or GPU (a :class:`maxwhisper_lib.backend.WhisperBackend`)."""
+
+    def __init__(
+        self, weights: WhisperWeights, device: str = "auto", dtype: str = "float32"
+    ) -> None:
+        self.device_name = runtime.resolve_device_name(device)
+        self.dtype = runtime.resolve_dtype(dtype, self.device_name)
+        self.dtype_name = dtype
+        self.dims = weights.dims
+        self.name = weights.name
+        self.alignment_heads = weights.alignment_heads
+        self.registry = weight_registry(weights, self.dtype)
+        self._models: dict[str, Model] = {}
+        self.compile_seconds: dict[str, float] = {}
+        self.run_seconds: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"MaxWhisper({self.name!r}, device={self.device_name!r}, dtype={self.dtype_name!r})"
+
+    def compiled(self, name: str) -> Model:
+        """The compiled graph ``name`` (one of :data:`GRAPHS`), compiling it on first use."""
+        if name not in self._models:
+            start = time.perf_counter()
+            graph = GRAPHS[name](self.dims, self.dtype, runtime.device_ref(self.device_name))
+            self._models[name] = runtime.compile_graph(graph, self.device_name, self.registry)
+            self.compile_seconds[name] = time.perf_counter() - start
+        return self._models[name]
+
+    def warm_up(
+        self, names: Sequence[str] = ("encoder", "cross_kv", "decoder_step")
+    ) -> dict[str, float]:
+        """Compile (or load from cache) the graphs transcription needs; seconds per graph."""
+        for name in names:
+            self.compiled(name)
+        return {name: self.compile_seconds[name] for name in names}
+
+    def run(self, name: str, *inputs) -> list[Buffer]:
+        model = self.compiled(name)
+        start = time.perf_counter()
+        outputs = model.execute(*inputs)
+        self.run_seconds[name] = self.run_seconds.get(name, 0.0) + time.perf_counter() - start
+        return outputs
+
+    def to_device(self, array: np.ndarray) -> Buffer:
+        return runtime.to_device(array, self.device_name)
+
+    def _activation_input(self, array: np.ndarray) -> Buffer:
+        if self.dtype == DType.bfloat16:
+            import torch
+
+            host = Buffer.from_dlpack(
+                torch.from_numpy(np.ascontiguousarray(array, np.float32)).bfloat16()
+            )
+            return host.to(runtime.get_device(self.device_name))
+        return self.to_device(np.ascontiguousarray(array, dtype=runtime.numpy_dtype(self.dtype)))
+
+    def embed_audio(self, mel: np.ndarray | Buffer) -> MaxAudioFeatures:
+        """Encode log-mel windows ``(batch, n_mels, 3000)`` (host array or device buffer)."""
+        if not isinstance(mel, Buffer):
+            mel = np.asarray(mel)
+            if mel.ndim == 2:
+                mel = mel[None]
+            expected = (self.dims.n_mels, 2 * self.dims.n_audio_ctx)
+            if mel.ndim != 3 or mel.shape[1:] != expected:
+                raise ValueError(
+                    f"expected log-mel windows (batch, {expected[0]}, {expected[1]}), got {mel.shape}"
+                )
+            mel = self._activation_input(mel)
+        (features,) = self.run("encoder", mel)
+        return MaxAudioFeatures(features)
+
+    def start_decoding(self, audio: MaxAudioFeatures, rows: np.ndarray) -> MaxDecoderSession:
+        return MaxDecoderSession(self, audio, rows)
+
+    def alignment(
+        self, audio: MaxAudioFeatures, row: int, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        features = (
+            audio.buffer
+            if audio.batch_size == 1
+            else self._activation_input(audio.numpy()[row : row + 1])
+        )
+        tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64)[None])
+        n = tokens.shape[1]
+        logits, scores = self.run(
+            "alignment",
+            self.to_device(tokens),
+            self.to_device(np.arange(n, dtype=np.int64)),
+            self.to_device(self_attention_mask(0, n)),
+            features,
+        )
+        return _host_float32(logits)[0], _host_float32(scores)

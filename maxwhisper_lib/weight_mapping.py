@@ -1,0 +1,146 @@
+"""Canonical openai-whisper tensors -> the tensors the MAX graphs bind, in the graphs' layout.
+
+The graphs multiply activations ``(…, in)`` by weights ``(in, out)``, so linear weights are stored
+transposed; self-attention uses one fused QKV projection and cross-attention one fused KV projection
+(Whisper's key projections have no bias: their slots in the fused biases are zeros); each
+convolution becomes a matrix over its three time taps. Nothing here builds graphs or runs them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dims import ModelDimensions
+from .weights.canonical import WhisperWeights
+
+
+def _linear_t(w: np.ndarray) -> np.ndarray:
+    return w.T
+
+
+def _conv_taps(w: np.ndarray) -> np.ndarray:
+    """Conv1d weight ``(out, in, 3)`` -> ``(3 * in, out)``, rows ordered tap-major (t-1, t, t+1)."""
+    out_channels, in_channels, width = w.shape
+    return w.transpose(2, 1, 0).reshape(width * in_channels, out_channels)
+
+
+def graph_weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the graphs bind."""
+    a, t, m = dims.n_audio_state, dims.n_text_state, dims.n_mels
+    shapes: dict[str, tuple[int, ...]] = {
+        "encoder.conv1.weight": (3 * m, a),
+        "encoder.conv1.bias": (a,),
+        "encoder.conv2.weight": (3 * a, a),
+        "encoder.conv2.bias": (a,),
+        "encoder.positional_embedding": (dims.n_audio_ctx, a),
+        "encoder.ln_post.weight": (a,),
+        "encoder.ln_post.bias": (a,),
+        "decoder.token_embedding": (dims.n_vocab, t),
+        "decoder.logits.weight": (t, dims.n_vocab),
+        "decoder.positional_embedding": (dims.n_text_ctx, t),
+        "decoder.ln.weight": (t,),
+        "decoder.ln.bias": (t,),
+    }
+
+    def block(prefix: str, width: int, cross: bool) -> None:
+        norms = ["attn_ln", "mlp_ln"] + (["cross_attn_ln"] if cross else [])
+        for norm in norms:
+            shapes[f"{prefix}.{norm}.weight"] = (width,)
+            shapes[f"{prefix}.{norm}.bias"] = (width,)
+        shapes[f"{prefix}.attn.qkv.weight"] = (width, 3 * width)
+        shapes[f"{prefix}.attn.qkv.bias"] = (3 * width,)
+        shapes[f"{prefix}.attn.out.weight"] = (width, width)
+        shapes[f"{prefix}.attn.out.bias"] = (width,)
+        if cross:
+            shapes[f"{prefix}.cross_attn.query.weight"] = (width, width)
+            shapes[f"{prefix}.cross_attn.query.bias"] = (width,)
+            shapes[f"{prefix}.cross_attn.kv.weight"] = (width, 2 * width)
+            shapes[f"{prefix}.cross_attn.kv.bias"] = (2 * width,)
+            shapes[f"{prefix}.cross_attn.out.weight"] = (width, width)
+            shapes[f"{prefix}.cross_attn.out.bias"] = (width,)
+        shapes[f"{prefix}.mlp.fc1.weight"] = (width, 4 * width)
+        shapes[f"{prefix}.mlp.fc1.bias"] = (4 * width,)
+        shapes[f"{prefix}.mlp.fc2.weight"] = (4 * width, width)
+        shapes[f"{prefix}.mlp.fc2.bias"] = (width,)
+
+    for i in range(dims.n_audio_layer):
+        block(f"encoder.blocks.{i}", a, cross=False)
+    for i in range(dims.n_text_layer):
+        block(f"decoder.blocks.{i}", t, cross=True)
+    return shapes
+
+
+def _block_tensors(src: dict[str, np.ndarray], prefix: str, cross: bool) -> dict[str, np.ndarray]:
+    def get(name: str) -> np.ndarray:
+        return src[f"{prefix}.{name}"]
+
+    def zeros_like_bias(name: str) -> np.ndarray:
+        return np.zeros_like(get(name))
+
+    out = {}
+    norms = ["attn_ln", "mlp_ln"] + (["cross_attn_ln"] if cross else [])
+    for norm in norms:
+        out[f"{prefix}.{norm}.weight"] = get(f"{norm}.weight")
+        out[f"{prefix}.{norm}.bias"] = get(f"{norm}.bias")
+    out[f"{prefix}.attn.qkv.weight"] = np.concatenate(
+        [_linear_t(get(f"attn.{p}.weight")) for p in ("query", "key", "value")], axis=1
+    )
+    out[f"{prefix}.attn.qkv.bias"] = np.concatenate(
+        [get("attn.query.bias"), zeros_like_bias("attn.query.bias"), get("attn.value.bias")]
+    )
+    out[f"{prefix}.attn.out.weight"] = _linear_t(get("attn.out.weight"))
+    out[f"{prefix}.attn.out.bias"] = get("attn.out.bias")
+    if cross:
+        out[f"{prefix}.cross_attn.query.weight"] = _linear_t(get("cross_attn.query.weight"))
+        out[f"{prefix}.cross_attn.query.bias"] = get("cross_attn.query.bias")
+        out[f"{prefix}.cross_attn.kv.weight"] = np.concatenate(
+            [_linear_t(get(f"cross_attn.{p}.weight")) for p in ("key", "value")], axis=1
+        )
+        out[f"{prefix}.cross_attn.kv.bias"] = np.concatenate(
+            [zeros_like_bias("cross_attn.value.bias"), get("cross_attn.value.bias")]
+        )
+        out[f"{prefix}.cross_attn.out.weight"] = _linear_t(get("cross_attn.out.weight"))
+        out[f"{prefix}.cross_attn.out.bias"] = get("cross_attn.out.bias")
+    out[f"{prefix}.mlp.fc1.weight"] = _linear_t(get("mlp.0.weight"))
+    out[f"{prefix}.mlp.fc1.bias"] = get("mlp.0.bias")
+    out[f"{prefix}.mlp.fc2.weight"] = _linear_t(get("mlp.2.weight"))
+    out[f"{prefix}.mlp.fc2.bias"] = get("mlp.2.bias")
+    return out
+
+
+def map_weights(
+    weights: WhisperWeights, dtype: np.dtype | str = np.float32
+) -> dict[str, np.ndarray]:
+    """The graphs' weight registry for ``weights``: contiguous arrays of ``dtype``."""
+    src = weights.tensors
+    dims = weights.dims
+    out = {
+        "encoder.conv1.weight": _conv_taps(src["encoder.conv1.weight"]),
+        "encoder.conv1.bias": src["encoder.conv1.bias"],
+        "encoder.conv2.weight": _conv_taps(src["encoder.conv2.weight"]),
+        "encoder.conv2.bias": src["encoder.conv2.bias"],
+        "encoder.positional_embedding": src["encoder.positional_embedding"],
+        "encoder.ln_post.weight": src["encoder.ln_post.weight"],
+        "encoder.ln_post.bias": src["encoder.ln_post.bias"],
+        "decoder.token_embedding": src["decoder.token_embedding.weight"],
+        "decoder.logits.weight": _linear_t(src["decoder.token_embedding.weight"]),
+        "decoder.positional_embedding": src["decoder.positional_embedding"],
+        "decoder.ln.weight": src["decoder.ln.weight"],
+        "decoder.ln.bias": src["decoder.ln.bias"],
+    }
+    for i in range(dims.n_audio_layer):
+        out.update(_block_tensors(src, f"encoder.blocks.{i}", cross=False))
+    for i in range(dims.n_text_layer):
+        out.update(_block_tensors(src, f"decoder.blocks.{i}", cross=True))
+    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
+
+
+def select_block(
+    registry: dict[str, np.ndarray], prefix: str, alias: str = "block"
+) -> dict[str, np.ndarray]:
+    """The tensors of one block (``prefix`` like ``encoder.blocks.2``), renamed to ``alias.*``.
+
+    Lets one compiled single-block graph run every layer of a model for the per-component checks.
+    """
+    head = prefix + "."
+    return {alias + "." + k[len(head) :]: v for k, v in registry.items() if k.startswith(head)}

@@ -340,3 +340,16 @@ def test_other_ct2_model_kinds_are_refused(tmp_path, toy_variables):
     folder = _write(tmp_path, *toy_variables, spec_name="TransformerSpec")
     with pytest.raises(WeightsError, match="a CTranslate2 TransformerSpec model, not WhisperSpec"):
         read_weights(folder)
+
+
+def test_config_json_is_optional_but_must_be_valid(tmp_path, toy_variables):
+    folder = _write(tmp_path, *toy_variables)
+    assert read_weights(folder).alignment_heads is None  # no config.json: heads unknown
+    (folder / "config.json").write_text(json.dumps({"alignment_heads": [[1, 0], [1, 1]]}))
+    assert read_weights(folder).alignment_heads == [(1, 0), (1, 1)]
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(WeightsError, match=r"ct2/config\.json: not valid JSON"):
+        read_weights(folder)
+    (folder / "config.json").write_text(json.dumps({"alignment_heads": [[9, 0]]}))
+    with pytest.raises(WeightsError, match=r"alignment head \(9, 0\) out of range"):
+        read_weights(folder)

@@ -5,7 +5,9 @@ openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of
 3000-frame windows ``pad_or_trim(mel[:, seek : seek + length])``. Both halves exist here:
 
 * :class:`LogMelSpectrogram` computes the whole-file log-mel on the MAX device (one compile per
-  ``n_mels`` and device, any length) and returns a device :class:`~max.driver.Buffer`;
+  ``n_mels``, device and DFT precision, for any length) and returns a device
+  :class:`~max.driver.Buffer`; its DFT runs in float64 on the CPU, which keeps it within 1e-4
+  of openai-whisper (see :mod:`maxwhisper_lib.graphs.mel` for why float32 is not enough);
 * windows are cut on the host with :func:`mel_window` / :func:`pad_or_trim` (on CPU a Buffer
   is viewed as numpy without a copy, so this costs nothing), or on the device with
   :class:`MelWindows`, a small gather graph that also casts to the encoder's dtype, so that a
@@ -52,6 +54,7 @@ __all__ = [
     "SAMPLE_RATE",
     "LogMelSpectrogram",
     "MelWindows",
+    "default_stft_dtype",
     "frame_count",
     "log_mel_spectrogram_reference",
     "mel_filters",
@@ -96,15 +99,19 @@ class LogMelSpectrogram:
 
     ``LogMelSpectrogram(80, "cpu")(samples, padding=N_SAMPLES)`` equals openai-whisper's
     ``log_mel_spectrogram(samples, 80, padding=N_SAMPLES)`` (float32, within 1e-4) and stays on
-    the device. The graph compiles once per ``(n_mels, device)`` per process (MAX's disk cache
+    the device. ``stft_dtype`` is the precision of the DFT (see :func:`default_stft_dtype`).
+    The graph compiles once per ``(n_mels, device, stft_dtype)`` per process (MAX's disk cache
     makes later processes load it in about a second).
     """
 
-    def __init__(self, n_mels: int = 80, device: str = "cpu") -> None:
+    def __init__(
+        self, n_mels: int = 80, device: str = "cpu", stft_dtype: DType | None = None
+    ) -> None:
         _check_n_mels(n_mels)
         self.n_mels = n_mels
         self.device = resolve_device_name(device)
-        self._model = _log_mel_model(n_mels, self.device)
+        self.stft_dtype = stft_dtype or default_stft_dtype(self.device)
+        self._model = _log_mel_model(n_mels, self.device, self.stft_dtype)
 
     def __call__(self, audio: np.ndarray, padding: int = 0) -> Buffer:
         """``(n_mels, frame_count(len(audio), padding))`` float32 log-mel on the device.
@@ -169,9 +176,18 @@ class MelWindows:
         )[0]
 
 
+def default_stft_dtype(device: str) -> DType:
+    """float64 on the CPU, where it makes the DFT exact for float32 purposes (the only error
+    left is openai-whisper's own float32 rounding); float32 on GPUs, whose float64 matmul support
+    in MAX is not assumed (the two-stage DFT keeps float32 within about 1e-4 of the reference;
+    see :mod:`maxwhisper_lib.graphs.mel`)."""
+    return DType.float64 if resolve_device_name(device) == "cpu" else DType.float32
+
+
 @cache
-def _log_mel_model(n_mels: int, device: str) -> Model:
-    return compile_graph(build_log_mel_graph(mel_filters(n_mels), device_ref(device)), device)
+def _log_mel_model(n_mels: int, device: str, stft_dtype: DType) -> Model:
+    graph = build_log_mel_graph(mel_filters(n_mels), device_ref(device), stft_dtype)
+    return compile_graph(graph, device)
 
 
 @cache

@@ -111,8 +111,8 @@ def stft_frames(padded: TensorValue, n_frames: Dim) -> TensorValue:
 
 
 def power_spectrum(frames: TensorValue, dtype: DType) -> TensorValue:
-    """Hann-windowed frames ``(F, N_FFT)`` -> one-sided power spectrum ``(F, N_FREQS)``, in
-    ``dtype`` (see :func:`dft_stages`)."""
+    """Frames ``(F, N_FFT)`` -> one-sided power spectrum ``(F, N_FREQS)`` of the Hann-windowed
+    frames, computed in ``dtype`` (see :func:`dft_stages`)."""
     device = frames.device
     n1_len, n2_len = DFT_SPLIT
     stage1, stage2 = dft_stages()

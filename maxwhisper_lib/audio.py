@@ -41,8 +41,8 @@ def load_audio(
     ``<bytes>`` / ``<array>``).
     """
     if isinstance(source, np.ndarray):
-        samples = _as_samples(source, name or "<array>")
         label = name or "<array>"
+        samples = _as_samples(source, label)
     elif isinstance(source, bytes | bytearray):
         label = name or "<bytes>"
         if not source:
@@ -71,11 +71,6 @@ def check_audible(samples: np.ndarray, name: str, threshold: float = SILENCE_PEA
     if peak <= threshold:
         level = "digital silence" if peak == 0 else f"peak {20 * np.log10(peak):.0f} dBFS"
         raise AudioError(f"{name}: the audio is silent ({level})")
-
-
-def duration_seconds(samples: np.ndarray, sr: int = SAMPLE_RATE) -> float:
-    """Length of ``samples`` in seconds."""
-    return len(samples) / sr
 
 
 def _as_samples(array: np.ndarray, name: str) -> np.ndarray:

@@ -63,10 +63,11 @@ class MaxAudioFeatures:
         return int(self.buffer.shape[0])
 
     def numpy(self) -> np.ndarray:
-        return _host_float32(self.buffer)
+        return host_float32(self.buffer)
 
 
-def _host_float32(buffer: Buffer) -> np.ndarray:
+def host_float32(buffer: Buffer) -> np.ndarray:
+    """A device buffer copied to the host as float32 NumPy (bfloat16 goes through torch)."""
     if buffer.dtype == DType.bfloat16:
         import torch
 
@@ -231,4 +232,4 @@ class MaxWhisper:
             self.to_device(self_attention_mask(0, n)),
             features,
         )
-        return _host_float32(logits)[0], _host_float32(scores)
+        return host_float32(logits)[0], host_float32(scores)

@@ -1,0 +1,323 @@
+"""Per-component checks of the MAX graphs against openai-whisper's PyTorch model (same weights).
+
+Every component runs on MAX and on the reference with identical inputs, fresh random ones and
+real ones (the log-mel of a clip and a real prompt), and is scored by max abs error and relative
+error ``||out - ref|| / ||ref||``. Block-level graphs compile once and are loaded per layer
+with that layer's weights (MAX's cache makes the reloads cheap). :func:`assert_all_passed`
+raises when a check fails, so notebooks and papermill stop loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import runtime
+from .graphs.decoder import build_decoder_block_graph, self_attention_mask
+from .graphs.encoder import build_encoder_block_graph, build_stem_graph
+from .model import MaxWhisper, host_float32
+from .reference import TorchBackend
+from .weight_mapping import select_block
+from .weights.canonical import WhisperWeights
+
+TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
+"""Largest relative error that passes, per dtype (half precisions are reported, looser)."""
+
+
+class KernelCheckError(AssertionError):
+    """A MAX component disagrees with the reference beyond tolerance (or produced NaN)."""
+
+
+@dataclass
+class CheckResult:
+    """One component on one input: errors against the reference, and what it cost."""
+
+    component: str
+    inputs: str
+    graph: str
+    shape: tuple[int, ...]
+    max_abs_error: float
+    relative_error: float
+    tolerance: float
+    compile_seconds: float
+    run_seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.relative_error) and self.relative_error < self.tolerance)
+
+    def as_row(self) -> dict:
+        return {**asdict(self), "shape": "x".join(map(str, self.shape)), "passed": self.passed}
+
+
+def compare(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(max abs error, relative error); NaN anywhere in the output gives NaN errors."""
+    output = np.asarray(output, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if output.shape != reference.shape:
+        raise KernelCheckError(f"shape {output.shape} differs from the reference {reference.shape}")
+    if not np.all(np.isfinite(output)):
+        return float("nan"), float("nan")
+    diff = output - reference
+    return float(np.abs(diff).max()), float(np.linalg.norm(diff) / np.linalg.norm(reference))
+
+
+class KernelChecks:
+    """Runs the component checks of one model on one device/dtype."""
+
+    def __init__(
+        self,
+        weights: WhisperWeights,
+        device: str = "auto",
+        dtype: str = "float32",
+        seed: int = 0,
+        model: MaxWhisper | None = None,
+    ) -> None:
+        self.model = model or MaxWhisper(weights, device=device, dtype=dtype)
+        self.dims = weights.dims
+        self.torch = TorchBackend(weights)
+        self.reference = self.torch.model
+        self.tolerance = TOLERANCES[self.model.dtype_name]
+        self.rng = np.random.default_rng(seed)
+        self.results: list[CheckResult] = []
+        self._graphs: dict[str, object] = {}
+
+    # -- helpers --------------------------------------------------------------------------
+    def _record(self, component, inputs, graph, out, ref, compile_s: float, run_s: float):
+        max_abs, rel = compare(out, ref)
+        result = CheckResult(
+            component,
+            inputs,
+            graph,
+            tuple(np.shape(ref)),
+            max_abs,
+            rel,
+            self.tolerance,
+            compile_s,
+            run_s,
+        )
+        self.results.append(result)
+        return result
+
+    def _timed(self, fn: Callable[[], object]) -> tuple[object, float]:
+        start = time.perf_counter()
+        value = fn()
+        return value, time.perf_counter() - start
+
+    def _block_model(self, kind: str, prefix: str):
+        """Compile the single-block graph ``kind`` once; bind ``prefix``'s weights to it."""
+        builders = {
+            "stem": build_stem_graph,
+            "encoder_block": build_encoder_block_graph,
+            "decoder_block": build_decoder_block_graph,
+        }
+        graph = builders[kind](
+            self.dims, self.model.dtype, runtime.device_ref(self.model.device_name)
+        )
+        registry = (
+            self.model.registry if kind == "stem" else select_block(self.model.registry, prefix)
+        )
+        return self._timed(lambda: runtime.compile_graph(graph, self.model.device_name, registry))
+
+    def _input(self, array: np.ndarray):
+        return self.model._activation_input(array)
+
+    def _out(self, buffer) -> np.ndarray:
+        return host_float32(buffer)
+
+    def _random(self, *shape: int, scale: float = 1.0) -> np.ndarray:
+        return (self.rng.standard_normal(shape) * scale).astype(np.float32)
+
+    # -- encoder --------------------------------------------------------------------------
+    @torch.no_grad()
+    def check_encoder(self, mel: np.ndarray, label: str) -> None:
+        """Conv stem, every block (fed the reference's own input to it) and the whole encoder."""
+        enc = self.reference.encoder
+        x_ref = torch.from_numpy(mel)
+        stem_ref = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(x_ref))))
+        stem, compile_s = self._block_model("stem", "")
+        out, run_s = self._timed(lambda: self._out(stem.execute(self._input(mel))[0]))
+        self._record(
+            "encoder.conv_stem",
+            label,
+            "stem",
+            out,
+            stem_ref.permute(0, 2, 1).numpy(),
+            compile_s,
+            run_s,
+        )
+
+        x = stem_ref.permute(0, 2, 1) + enc.positional_embedding
+        for i, block in enumerate(enc.blocks):
+            graph, compile_s = self._block_model("encoder_block", f"encoder.blocks.{i}")
+            block_in = x.numpy()
+            out, run_s = self._timed(
+                lambda g=graph, b=block_in: self._out(g.execute(self._input(b))[0])
+            )
+            x = block(x)
+            self._record(
+                f"encoder.blocks.{i}", label, "encoder_block", out, x.numpy(), compile_s, run_s
+            )
+
+        compile_s = (
+            self.model.compile_seconds.get("encoder")
+            or self._timed(lambda: self.model.compiled("encoder"))[1]
+        )
+        out, run_s = self._timed(lambda: self.model.embed_audio(mel).numpy())
+        self._record("encoder", label, "encoder", out, enc(x_ref).numpy(), compile_s, run_s)
+
+    # -- decoder --------------------------------------------------------------------------
+    @torch.no_grad()
+    def check_decoder_blocks(self, tokens: np.ndarray, features: np.ndarray, label: str) -> None:
+        """Every decoder block on the reference's own input to it, with full causal attention."""
+        dec = self.reference.decoder
+        n = tokens.shape[1]
+        xa = torch.from_numpy(features)
+        x = dec.token_embedding(torch.from_numpy(tokens)) + dec.positional_embedding[:n]
+        mask = self_attention_mask(0, n)
+        for i, block in enumerate(dec.blocks):
+            graph, compile_s = self._block_model("decoder_block", f"decoder.blocks.{i}")
+            block_in = x.numpy()
+            out, run_s = self._timed(
+                lambda g=graph, b=block_in: self._out(
+                    g.execute(self._input(b), self._input(features), self.model.to_device(mask))[0]
+                )
+            )
+            x = block(x, xa, mask=dec.mask)
+            self._record(
+                f"decoder.blocks.{i}", label, "decoder_block", out, x.numpy(), compile_s, run_s
+            )
+
+    @torch.no_grad()
+    def check_decoding(self, mel: np.ndarray, tokens: np.ndarray, label: str) -> None:
+        """Prompt logits in one call, then KV-cached steps against full-sequence logits."""
+        n_prompt = min(3, tokens.shape[1] - 1)
+        reference = self.reference.decoder(
+            torch.from_numpy(tokens), self.reference.encoder(torch.from_numpy(mel))
+        ).numpy()
+        compile_s = sum(
+            self._timed(lambda name=name: self.model.compiled(name))[1]
+            for name in ("cross_kv", "decoder_step")
+        )
+        audio = self.model.embed_audio(mel)
+        rows = np.arange(mel.shape[0])
+        session = self.model.start_decoding(audio, rows)
+        positions = tuple(range(tokens.shape[1]))
+        full, run_s = self._timed(lambda: session.logits(tokens, positions))
+        self._record(
+            "decoder.logits (full sequence)",
+            label,
+            "cross_kv + decoder_step",
+            full,
+            reference,
+            compile_s,
+            run_s,
+        )
+
+        session = self.model.start_decoding(audio, rows)
+        start = time.perf_counter()
+        steps = [session.logits(tokens[:, :n_prompt], tuple(range(n_prompt)))]
+        steps += [session.logits(tokens[:, i : i + 1]) for i in range(n_prompt, tokens.shape[1])]
+        run_s = time.perf_counter() - start
+        incremental = np.concatenate(steps, axis=1)
+        component = f"decoder.logits (prompt + {tokens.shape[1] - n_prompt} cached steps)"
+        self._record(component, label, "decoder_step", incremental, reference, 0.0, run_s)
+        self._record(
+            "cached steps vs full sequence on MAX",
+            label,
+            "decoder_step",
+            incremental,
+            full,
+            0.0,
+            0.0,
+        )
+
+    @torch.no_grad()
+    def check_alignment(self, mel: np.ndarray, tokens: np.ndarray, label: str) -> None:
+        """Cross-attention scores for word timestamps (one uncached pass)."""
+        ref_logits, ref_scores = self.torch.alignment(self.torch.embed_audio(mel[:1]), 0, tokens[0])
+        _, compile_s = self._timed(lambda: self.model.compiled("alignment"))
+        (logits, scores), run_s = self._timed(
+            lambda: self.model.alignment(self.model.embed_audio(mel[:1]), 0, tokens[0])
+        )
+        self._record(
+            "alignment.cross_attention_scores",
+            label,
+            "alignment",
+            scores,
+            ref_scores,
+            compile_s,
+            run_s,
+        )
+        self._record("alignment.logits", label, "alignment", logits, ref_logits, 0.0, 0.0)
+
+    # -- all ------------------------------------------------------------------------------
+    def run(self, mel: np.ndarray, tokens: np.ndarray, batch: int = 2) -> list[CheckResult]:
+        """All checks on random inputs (``batch`` rows) and on the real ``mel``/``tokens``."""
+        dims = self.dims
+        frames = 2 * dims.n_audio_ctx
+        real_mel = np.asarray(mel, dtype=np.float32).reshape(1, dims.n_mels, frames)
+        real_tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        random_mel = self._random(batch, dims.n_mels, frames)
+        random_tokens = self.rng.integers(0, dims.n_vocab, size=(batch, real_tokens.shape[1]))
+        random_features = self._random(batch, dims.n_audio_ctx, dims.n_audio_state)
+        with torch.no_grad():
+            real_features = self.reference.encoder(torch.from_numpy(real_mel)).numpy()
+
+        self.check_encoder(random_mel, "random")
+        self.check_encoder(real_mel, "real")
+        self.check_decoder_blocks(random_tokens, random_features, "random")
+        self.check_decoder_blocks(real_tokens, real_features, "real")
+        self.check_decoding(random_mel, random_tokens, "random")
+        self.check_decoding(real_mel, real_tokens, "real")
+        self.check_alignment(real_mel, real_tokens, "real")
+        return self.results
+
+
+def real_inputs(weights: WhisperWeights, clip_id: str = "jfk", min_steps: int = 24):
+    """A clip's 30 s log-mel window ``(n_mels, 3000)`` and a real prompt: the start-of-transcript
+    tokens followed by the clip's reference text (at least ``min_steps`` tokens after the first
+    three, so the cached-decoding check runs that many steps)."""
+    from .audio import load_audio
+    from .manifest import clip
+    from .mel import log_mel_spectrogram_reference, pad_or_trim
+    from .tokenizer import get_tokenizer
+
+    item = clip(clip_id)
+    mel = pad_or_trim(log_mel_spectrogram_reference(load_audio(item.path), weights.dims.n_mels))
+    tokenizer = get_tokenizer(weights.dims, language="en", task="transcribe")
+    tokens = list(tokenizer.sot_sequence_including_notimestamps)
+    tokens += tokenizer.encode(" " + item.reference.strip())
+    if len(tokens) < 3 + min_steps:
+        raise ValueError(f"clip {clip_id!r}: reference too short for {min_steps} decoding steps")
+    return mel.astype(np.float32), np.array(tokens, dtype=np.int64)
+
+
+def results_table(results: list[CheckResult]):
+    """The results as a pandas DataFrame, one row per component and input."""
+    import pandas as pd
+
+    return pd.DataFrame([r.as_row() for r in results])
+
+
+def graph_times(results: list[CheckResult]):
+    """Per graph: its compile (or cache load) seconds and one run, from its first use."""
+    rows = results_table(results)
+    rows = rows[rows["compile_seconds"] > 0].drop_duplicates("graph", keep="first")
+    return rows[["graph", "compile_seconds", "run_seconds"]].reset_index(drop=True)
+
+
+def assert_all_passed(results: list[CheckResult]) -> None:
+    """Raise :class:`KernelCheckError` naming every failed component."""
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines = [
+            f"{r.component} [{r.inputs}]: relative error {r.relative_error:.3g} "
+            f"(tolerance {r.tolerance:g})"
+            for r in failed
+        ]
+        raise KernelCheckError("MAX components disagree with the reference:\n" + "\n".join(lines))

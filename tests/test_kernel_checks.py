@@ -1,0 +1,91 @@
+"""The MAX graphs against openai-whisper's PyTorch model, component by component (tiny.en, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maxwhisper_lib.checks import (
+    KernelCheckError,
+    KernelChecks,
+    assert_all_passed,
+    compare,
+    real_inputs,
+)
+from maxwhisper_lib.model import MaxWhisper
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def jfk_inputs(tiny_weights):
+    return real_inputs(tiny_weights, "jfk")
+
+
+@pytest.fixture(scope="module")
+def results(tiny_weights, max_tiny, jfk_inputs):
+    mel, tokens = jfk_inputs
+    return KernelChecks(tiny_weights, model=max_tiny, seed=0).run(mel, tokens)
+
+
+def test_every_component_is_checked_on_random_and_real_inputs(results, tiny_weights):
+    dims = tiny_weights.dims
+    checked = {(r.component, r.inputs) for r in results}
+    expected = ["encoder.conv_stem", "encoder", "decoder.logits (full sequence)"]
+    expected += [f"encoder.blocks.{i}" for i in range(dims.n_audio_layer)]
+    expected += [f"decoder.blocks.{i}" for i in range(dims.n_text_layer)]
+    for component in expected:
+        assert (component, "random") in checked
+        assert (component, "real") in checked
+    assert ("alignment.cross_attention_scores", "real") in checked
+
+
+def test_all_components_agree_with_the_reference_in_float32(results):
+    assert_all_passed(results)
+    assert all(r.relative_error < 1e-4 for r in results)
+
+
+def test_cached_decoding_runs_at_least_twenty_steps(results, jfk_inputs):
+    _, tokens = jfk_inputs
+    cached = [r for r in results if r.component.startswith("decoder.logits (prompt +")]
+    assert len(cached) == 2
+    steps = int(cached[0].component.split("+ ")[1].split(" ")[0])
+    assert steps >= 20
+    assert cached[0].shape[1] == len(tokens)
+
+
+def test_real_prompt_is_the_reference_text(jfk_inputs, tiny_weights):
+    from maxwhisper_lib.tokenizer import get_tokenizer
+
+    _, tokens = jfk_inputs
+    tokenizer = get_tokenizer(tiny_weights.dims)
+    text = tokenizer.decode([t for t in tokens.tolist() if t < tokenizer.eot])
+    assert text.strip().startswith("And so my fellow Americans")
+    assert tokens[0] == tokenizer.sot
+
+
+def test_a_corrupted_weight_fails_its_block_and_nothing_before_it(tiny_weights):
+    broken = MaxWhisper(tiny_weights, device="cpu")
+    broken.registry["encoder.blocks.2.mlp.fc1.bias"] = (
+        broken.registry["encoder.blocks.2.mlp.fc1.bias"] + 0.05
+    )
+    checks = KernelChecks(tiny_weights, model=broken, seed=1)
+    mel = checks._random(1, tiny_weights.dims.n_mels, 3000)
+    checks.check_encoder(mel, "random")
+    status = {r.component: r.passed for r in checks.results}
+    assert status["encoder.conv_stem"] and status["encoder.blocks.0"] and status["encoder.blocks.1"]
+    assert not status["encoder.blocks.2"]
+    assert not status["encoder"]
+    with pytest.raises(KernelCheckError, match=r"encoder\.blocks\.2 \[random\]"):
+        assert_all_passed(checks.results)
+
+
+def test_nan_never_passes():
+    out = np.array([1.0, np.nan])
+    max_abs, rel = compare(out, np.array([1.0, 2.0]))
+    assert np.isnan(max_abs) and np.isnan(rel)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(KernelCheckError, match="shape"):
+        compare(np.zeros(3), np.zeros(4))

@@ -19,6 +19,7 @@ def plot_errors_through_layers(table: pd.DataFrame, tolerance: float | None = No
         if tolerance:
             ax.axhline(tolerance, color="crimson", linestyle="--", label="tolerance")
         ax.set_yscale("log")
+        ax.set_xticks(sorted(rows["layer"].unique()))
         ax.set_xlabel(f"{stack} block")
         ax.set_title(f"{stack} blocks vs PyTorch")
         ax.grid(alpha=0.3)

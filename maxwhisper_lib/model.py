@@ -82,7 +82,7 @@ class MaxDecoderSession:
         self.model = model
         self.audio = audio
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.cross_k, self.cross_v = model.run("cross_kv", audio.buffer, model.to_device(self.rows))
+        self.cross = model.run("cross_kv", audio.buffer, model.to_device(self.rows))
         device = runtime.get_device(model.device_name)
         self.caches = [
             Buffer.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
@@ -120,8 +120,7 @@ class MaxDecoderSession:
             np.array(offset, dtype=np.int64),
             self.model.to_device(mask),
             self.model.to_device(index),
-            self.cross_k,
-            self.cross_v,
+            *self.cross,
             *self.caches,
         )
         self._length += n_new
@@ -135,7 +134,7 @@ class MaxDecoderSession:
         new_rows = self.rows[source]
         if not np.array_equal(new_rows, self.rows):  # a sequence moved to another window
             self.rows = new_rows
-            self.cross_k, self.cross_v = self.model.run(
+            self.cross = self.model.run(
                 "cross_kv", self.audio.buffer, self.model.to_device(self.rows)
             )
 

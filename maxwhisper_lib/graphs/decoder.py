@@ -47,10 +47,18 @@ def cache_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[
 
 
 def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[TensorType]:
-    """All blocks' cross keys ``(layers, batch, heads, head_width, n_audio_ctx)`` and values."""
-    shape = [dims.n_text_layer, BATCH, dims.n_text_head, head_width(dims), dims.n_audio_ctx]
-    values = [dims.n_text_layer, BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
-    return [TensorType(dtype, shape, device=device), TensorType(dtype, values, device=device)]
+    """Per block: cross keys ``(batch, heads, head_width, n_audio_ctx)``, values ``(…, ctx, hw)``.
+
+    One tensor per block and kind, not a stacked ``(layers, …)`` pair: slicing a layer out of a
+    stacked input costs the decoder step a copy per layer on MAX's CPU backend.
+    """
+    keys = [BATCH, dims.n_text_head, head_width(dims), dims.n_audio_ctx]
+    values = [BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
+    return [
+        TensorType(dtype, shape, device=device)
+        for _ in range(dims.n_text_layer)
+        for shape in (keys, values)
+    ]
 
 
 def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) -> np.ndarray:
@@ -80,20 +88,22 @@ def logits(x: TensorValue, p: Params) -> TensorValue:
 
 
 def build_cross_kv_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
-    """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> cross keys, values."""
+    """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> each block's cross keys
+    and values (:func:`cross_types`), interleaved."""
     p = Params(graph_weight_shapes(dims), dtype, device)
     features = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_audio_state], device=device)
     rows = TensorType(DType.int64, [BATCH], device=device)
     with Graph("whisper_cross_kv", input_types=[features, rows]) as graph:
         xa = ops.gather(graph.inputs[0].tensor, graph.inputs[1].tensor, axis=0)
-        keys, values = zip(
+        graph.output(
             *(
-                cross_keys_values(xa, p.scope(f"decoder.blocks.{i}"), dims.n_text_head)
+                tensor
                 for i in range(dims.n_text_layer)
-            ),
-            strict=True,
+                for tensor in cross_keys_values(
+                    xa, p.scope(f"decoder.blocks.{i}"), dims.n_text_head
+                )
+            )
         )
-        graph.output(ops.stack(list(keys)), ops.stack(list(values)))
     return graph
 
 
@@ -114,8 +124,9 @@ def build_decoder_step_graph(dims: ModelDimensions, dtype: DType, device: Device
     ]
     with Graph("whisper_decoder_step", input_types=inputs) as graph:
         tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
-        cross_k, cross_v = (v.tensor for v in graph.inputs[5:7])
-        caches = [v.buffer for v in graph.inputs[7:]]
+        n_cross = 2 * dims.n_text_layer
+        cross = [v.tensor for v in graph.inputs[5 : 5 + n_cross]]
+        caches = [v.buffer for v in graph.inputs[5 + n_cross :]]
         n_new = tokens.shape[1]
         mask = ops.rebind(mask, [n_new, cap + n_new])
         x = embed_tokens(tokens, positions, p)
@@ -125,7 +136,7 @@ def build_decoder_step_graph(dims: ModelDimensions, dtype: DType, device: Device
             past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
             block = p.scope(f"decoder.blocks.{i}")
             x, new_k, new_v, _ = decoder_block(
-                x, block, dims.n_text_head, cross_k[i], cross_v[i], mask, past
+                x, block, dims.n_text_head, cross[2 * i], cross[2 * i + 1], mask, past
             )
             writes.append((k_buffer, v_buffer, new_k, new_v))
         new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)

@@ -185,3 +185,14 @@ def test_device_windows_equal_host_windows(log_mel_80, clips):
     np.testing.assert_array_equal(full[0], host[:, 1100:4100])
     with pytest.raises(ValueError, match="does not fit"):
         MelWindows(80, "cpu")(mel, [4000], [200])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", [N_SAMPLES, 3201, 0])
+def test_host_copy_with_long_padding_is_bit_identical(log_mel_80, clips, padding):
+    """``numpy()`` computes a short padding and repeats its all-zero frame: same bits."""
+    for audio in (clips["jfk"], clips["librispeech-1089-134686-0001"], tone(0.05)):
+        fast = log_mel_80.numpy(audio, padding=padding)
+        full = log_mel_80(audio, padding=padding).to_numpy()
+        assert fast.shape == full.shape
+        assert np.array_equal(fast, full)

@@ -40,3 +40,97 @@ def plot_graph_times(times: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+ENGINE_COLORS = {
+    "max": "tab:orange",
+    "openai-whisper": "tab:blue",
+    "faster-whisper-int8": "tab:green",
+    "faster-whisper-fp32": "tab:purple",
+    "faster-whisper-fp16": "tab:red",
+}
+"""One colour per benchmark engine, the same in every plot (MAX in orange)."""
+
+
+def plot_rtf(summary: pd.DataFrame, targets: dict[str, float] | None = None):
+    """Real-time factor per engine over all clips (higher is faster), MAX highlighted; a dashed
+    mark on each peer shows the RTF MAX would need to meet its speed-up target."""
+    rows = summary[summary["available"]].sort_values("rtf")
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.4))
+    colors = [ENGINE_COLORS.get(e, "tab:gray") for e in rows["engine"]]
+    ax.barh(rows["engine"], rows["rtf"], color=colors)
+    for y, (engine, rtf) in enumerate(zip(rows["engine"], rows["rtf"], strict=True)):
+        ax.text(rtf, y, f" {rtf:.1f}x", va="center")
+        if targets and engine in targets:
+            needed = rtf * targets[engine]
+            ax.plot([needed, needed], [y - 0.4, y + 0.4], "k--", lw=1)
+            ax.text(needed, y + 0.42, f"MAX target {targets[engine]:g}x", fontsize=8, ha="center")
+    ax.set_xlabel("real-time factor (audio seconds / processing second)")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.12)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_time_vs_length(scaling: pd.DataFrame):
+    """Processing seconds against audio length, one line per engine (log-log)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for engine, group in scaling.groupby("engine", sort=False):
+        group = group.sort_values("length_seconds")
+        ax.plot(
+            group["length_seconds"],
+            group["seconds"],
+            marker="o",
+            label=engine,
+            color=ENGINE_COLORS.get(engine),
+            lw=2.5 if engine == "max" else 1.5,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("audio length (s)")
+    ax.set_ylabel("processing time (s)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_time_breakdown(breakdown: pd.DataFrame):
+    """MAX's median run per clip (and the total) as stacked bars of its parts (seconds)."""
+    table = breakdown.copy()
+    table.loc["total"] = table.sum()
+    shares = table.div(table.sum(axis=1), axis=0)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(table) + 1.6), sharey=True)
+    for ax, data, label in ((axes[0], table, "seconds"), (axes[1], shares, "share of wall time")):
+        left = pd.Series(0.0, index=data.index)
+        for part in data.columns:
+            ax.barh(data.index, data[part], left=left, label=part)
+            left += data[part]
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def plot_batch_throughput(batch: pd.DataFrame):
+    """Audio seconds transcribed per second against batch size, one line per engine."""
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for engine, group in batch.groupby("engine", sort=False):
+        group = group.sort_values("batch_size")
+        color = ENGINE_COLORS.get(engine)
+        ax.plot(group["batch_size"], group["throughput"], marker="o", label=engine, color=color)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(batch["batch_size"].unique()))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput (audio s / s)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

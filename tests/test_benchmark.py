@@ -1,0 +1,222 @@
+"""The benchmark: a real run on jfk (MAX, openai-whisper, faster-whisper), scoring, files, helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from maxwhisper_lib import benchmark as bench
+from maxwhisper_lib.audio import SAMPLE_RATE
+from maxwhisper_lib.machine import machine_info, package_versions, peak_rss_mb, rss_mb
+
+matplotlib.use("Agg")
+
+HAS_FASTER_WHISPER = importlib.util.find_spec("faster_whisper") is not None
+ENGINES = ["max", "openai-whisper", "faster-whisper-fp16"] + (
+    ["faster-whisper-int8"] if HAS_FASTER_WHISPER else []
+)
+
+
+@pytest.fixture(scope="module")
+def result(max_tiny) -> bench.BenchmarkResult:
+    """One repeat on jfk, 5 s scaling, batches of 1 and 2 (two copies of jfk), on the CPU."""
+    return bench.run_benchmark(
+        "tiny.en",
+        device="cpu",
+        engines=ENGINES,
+        repeats=1,
+        clips=["jfk"],
+        lengths=[5],
+        batch_sizes=[1, 2],
+        batch_count=2,
+        max_model=max_tiny,
+        log=None,
+    )
+
+
+@pytest.mark.slow
+def test_result_structure(result):
+    ran = [e.engine for e in result.engines if e.available]
+    assert ran == [e for e in ENGINES if e != "faster-whisper-fp16"]
+    (fp16,) = [e for e in result.engines if not e.available]
+    assert fp16.engine == "faster-whisper-fp16" and "CUDA" in fp16.reason
+    assert {(r.engine, r.clip) for r in result.clips} == {(e, "jfk") for e in ran}
+    for row in result.clips:
+        assert row.audio_seconds == pytest.approx(11.0, abs=0.01)
+        assert row.rtf == pytest.approx(row.audio_seconds / row.seconds)
+        assert row.tokens > 20 and row.tokens_per_second == pytest.approx(row.tokens / row.seconds)
+        assert row.seconds_all and row.wer is not None
+    for engine in result.engines:
+        if engine.available:
+            assert engine.first_call_seconds >= engine.load_seconds > 0
+            assert engine.rtf == pytest.approx(engine.audio_seconds / engine.seconds)
+    assert set(result.engine("max").compile_seconds) >= {"encoder", "decoder_step", "log_mel"}
+    assert result.machine["usable_cores"] >= 1 and result.versions["max"]
+    assert result.config["decoding"]["temperature"] == 0.0
+
+
+@pytest.mark.slow
+def test_max_split_adds_up(result):
+    (row,) = [r for r in result.clips if r.engine == "max"]
+    parts = [row.frontend_seconds, row.encoder_seconds, row.decoding_seconds, row.host_seconds]
+    assert all(p is not None and p >= 0 for p in parts[:3])
+    assert sum(parts) == pytest.approx(row.seconds)
+    assert row.decoding_seconds > 0 and row.encoder_seconds > 0
+    assert list(result.breakdown_table().columns) == ["frontend", "encoder", "decoding", "host"]
+
+
+@pytest.mark.slow
+def test_max_transcript_identical_to_openai_whisper(result):
+    rows = {r.engine: r for r in result.clips}
+    assert rows["max"].same_tokens_as_openai and rows["max"].same_text_as_openai
+    assert rows["max"].text == rows["openai-whisper"].text
+    assert rows["max"].wer == rows["openai-whisper"].wer == 0.0
+    assert result.wer_verdict().startswith("meets")
+    assert result.engine("max").identical_to_openai == "tokens 1/1, text 1/1"
+
+
+@pytest.mark.slow
+def test_ratios(result):
+    ratios = {r["vs"]: r for r in result.ratios()}
+    assert "max" not in ratios and "faster-whisper-fp16" not in ratios
+    row = ratios["openai-whisper"]
+    assert row["max_speedup"] == pytest.approx(row["their_seconds"] / row["max_seconds"])
+    assert row["target"] == 2.0 and row["verdict"].startswith(("meets", "short by"))
+    speedups = result.speedup_table()
+    assert speedups.loc["jfk", "openai-whisper"] == pytest.approx(row["max_speedup"])
+
+
+@pytest.mark.slow
+def test_scaling_and_batch(result):
+    scaling = result.scaling_table()
+    assert set(scaling["length_seconds"]) == {5}
+    assert set(scaling["engine"]) == {e.engine for e in result.engines if e.available}
+    batch = result.batch_table()
+    expected = {"max"} | ({"faster-whisper-int8"} if HAS_FASTER_WHISPER else set())
+    assert set(batch["engine"]) == expected and set(batch["batch_size"]) == {1, 2}
+    assert (batch["files"] == 2).all()
+    assert np.allclose(batch["throughput"], batch["audio_seconds"] / batch["seconds"])
+    assert (batch[batch["engine"] == "max"]["wer"] == 0.0).all()
+
+
+@pytest.mark.slow
+def test_files_written_and_loadable(result, tmp_path):
+    files = result.save(tmp_path / "out")
+    assert {p.name for p in files.values()} == {
+        "benchmark.json",
+        "benchmark.csv",
+        "summary.csv",
+        "scaling.csv",
+        "batch.csv",
+    }
+    data = json.loads(files["json"].read_text())
+    assert data["ratios"] == json.loads(json.dumps(result.ratios()))
+    assert data["machine"]["cpu"] and data["versions"]["torch"]
+    clips = pd.read_csv(files["clips"])
+    assert len(clips) == len(result.clips) and clips["text"].str.len().min() > 50
+    summary = pd.read_csv(files["summary"])
+    assert list(summary["engine"]) == [e.engine for e in result.engines]
+    again = bench.load_result(files["json"].parent)
+    assert again.ratios() == result.ratios() and again.clips == result.clips
+
+
+@pytest.mark.slow
+def test_plots(result):
+    from maxwhisper_lib import plots
+
+    figures = [
+        plots.plot_rtf(result.summary_table(), bench.TARGETS),
+        plots.plot_time_vs_length(result.scaling_table()),
+        plots.plot_time_breakdown(result.breakdown_table()),
+        plots.plot_batch_throughput(result.batch_table()),
+    ]
+    assert all(fig.axes for fig in figures)
+
+
+def test_word_error_rate_handmade():
+    # case and punctuation are normalised away; "a" -> "the" is one substitution in six words
+    assert bench.word_error_rate(
+        ["Hello world, this is a test."], ["hello world this is the test"]
+    ) == (pytest.approx(1 / 6))
+    assert bench.word_error_rate(["Mr. Smith paid ten dollars."], ["mister smith paid $10"]) == 0.0
+    # corpus WER: total edits over total reference words, not the mean of the clips' WERs
+    wer = bench.word_error_rate(["red fox", "blue cats eat fish"], ["red", "blue cats eat fish"])
+    assert wer == pytest.approx(1 / 6)
+    with pytest.raises(bench.BenchmarkError):
+        bench.word_error_rate(["a b"], [])
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(bench.BenchmarkError, match=r"unknown engine.*'whisper-cpp'.*max"):
+        bench.run_benchmark(engines=["max", "whisper-cpp"], log=None)
+    with pytest.raises(bench.BenchmarkError, match="unknown engine 'faster-whisper-int4'"):
+        bench.make_engine("faster-whisper-int4")
+    with pytest.raises(bench.BenchmarkError, match="no engines"):
+        bench.check_engine_names([])
+    assert bench.check_engine_names("max, openai-whisper,max") == ["max", "openai-whisper"]
+
+
+def test_unavailable_engines_say_why():
+    with pytest.raises(bench.EngineUnavailable, match="CUDA"):
+        bench.make_engine("faster-whisper-fp16", device="cpu")
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3, 7.25])
+def test_build_long_audio_has_requested_length(seconds):
+    pieces = [np.full(SAMPLE_RATE, 0.1, np.float32), np.full(SAMPLE_RATE // 2, -0.2, np.float32)]
+    audio = bench.build_long_audio(pieces, seconds)
+    assert audio.dtype == np.float32 and len(audio) == round(seconds * SAMPLE_RATE)
+    # the pieces follow each other in turn: 1 s of 0.1, 0.5 s of -0.2, 1 s of 0.1, ...
+    assert audio[0] == np.float32(0.1)
+    if seconds > 1.5:
+        assert audio[SAMPLE_RATE] == np.float32(-0.2) and audio[3 * SAMPLE_RATE // 2] == np.float32(
+            0.1
+        )
+
+
+def test_build_long_audio_errors():
+    with pytest.raises(bench.BenchmarkError, match="positive"):
+        bench.build_long_audio([np.zeros(10, np.float32)], 0)
+    with pytest.raises(bench.BenchmarkError, match="no audio"):
+        bench.build_long_audio([np.zeros(0, np.float32)], 1)
+
+
+def test_batch_files_prefers_short_clips():
+    clips = [
+        bench.ClipAudio("long", np.zeros(40 * SAMPLE_RATE, np.float32)),
+        bench.ClipAudio("a", np.zeros(SAMPLE_RATE, np.float32)),
+        bench.ClipAudio("b", np.zeros(2 * SAMPLE_RATE, np.float32)),
+    ]
+    assert [c.id for c in bench.batch_files(clips, 5)] == ["a", "b", "a", "b", "a"]
+    assert [c.id for c in bench.batch_files(clips[:1], 2)] == ["long", "long"]
+
+
+def test_load_clips_selects_in_order():
+    clips = bench.load_clips(clip_ids="librispeech-1089-134686-0001, jfk")
+    assert [c.id for c in clips] == ["librispeech-1089-134686-0001", "jfk"]
+    assert clips[1].seconds == pytest.approx(11.0, abs=0.01) and clips[1].reference
+    with pytest.raises(bench.BenchmarkError, match="nope"):
+        bench.load_clips(clip_ids=["nope"])
+
+
+def test_median_index_and_verdict():
+    assert bench.median_index([3.0, 1.0, 2.0]) == 2
+    assert bench.median_index([4.0, 1.0, 3.0, 2.0]) == 3  # lower middle of an even count
+    assert bench._verdict(1.62, 1.5) == "meets: 1.62x >= 1.5x"
+    assert bench._verdict(0.5, 2.0) == "short by 1.50x: 0.50x of 2x"
+
+
+def test_machine_info():
+    info = machine_info()
+    assert info["usable_cores"] >= 1 and info["cpu"] and len(info["load_average"]) == 3
+    assert package_versions(("numpy", "no-such-package")) == {
+        "numpy": np.__version__,
+        "no-such-package": None,
+    }
+    assert 0 < rss_mb() <= peak_rss_mb() + 1 and not math.isnan(rss_mb())

@@ -1,6 +1,7 @@
 # MAX-Whisper: the two commands of the README, and their parts.
-#   make pipeline   create .venv, install, run notebooks 01 -> 04 on tiny.en (reports/runs/<id>/)
+#   make pipeline   create .venv, install, run notebooks 01 -> 04 on tiny.en (reports/run-<time>-<model>-<device>/)
 #   make test       create .venv, install, lint, run every test and the notebooks under nbval
+#   make offline-bundle   wheels + weights + data for an offline GPU host (scripts/README.md)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ TORCH_INDEX ?=
 EXTRAS ?= bench,models,dev
 PIPELINE_ARGS ?=
 
-.PHONY: env pipeline test lint unit notebooks clean-venv
+.PHONY: env pipeline test lint unit notebooks offline-bundle clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,14 @@ notebooks: env
 	$(BIN)/python -m pytest --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
 test: lint unit notebooks
+
+# Wheels (CPython 3.12 manylinux), weights and data for an offline GPU host, cut into 55 MiB
+# parts under .stage/; see scripts/README.md for carrying and installing them.
+offline-bundle: env
+	$(BIN)/python -m maxwhisper_lib.weights extract --model tiny.en
+	$(BIN)/python scripts/offline_host.py gather
+	$(BIN)/python scripts/offline_host.py pack --include weights/tiny.en --include data --with-source
+	$(BIN)/python scripts/offline_host.py carry all
 
 clean-venv:
 	rm -rf $(VENV)

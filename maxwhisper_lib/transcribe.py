@@ -510,7 +510,9 @@ def decode_with_fallback(
 
 
 def _as_samples(audio: AudioInput) -> np.ndarray:
-    return load_audio(audio) if isinstance(audio, str | Path) else load_audio(np.asarray(audio))
+    """16 kHz mono samples; empty or silent audio is an :class:`AudioError`, as in the CLI."""
+    source = audio if isinstance(audio, str | Path) else np.asarray(audio)
+    return load_audio(source, reject_silent=True)
 
 
 def transcribe_batch(

@@ -134,3 +134,35 @@ def plot_batch_throughput(batch: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --- transcription (notebook 03) ----------------------------------------------------------------
+
+
+def plot_segment_timeline(
+    durations: dict[str, float], results: dict[str, dict[str, dict]], title: str | None = None
+):
+    """Each clip's segments along time, one lane per engine (``results[engine][clip]`` is a
+    transcribe result); the grey band is the clip's length, colours alternate per segment."""
+    engines = list(results)
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(durations) * len(engines) + 1.6))
+    lane = 0.8 / len(engines)
+    palettes = [("tab:blue", "tab:cyan"), ("tab:orange", "gold"), ("tab:green", "yellowgreen")]
+    for row, (clip_id, duration) in enumerate(durations.items()):
+        ax.barh(row, duration, height=0.9, color="0.93", zorder=0)
+        for k, engine in enumerate(engines):
+            y = row - 0.4 + lane * (k + 0.5)
+            colours = palettes[k % len(palettes)]
+            for i, segment in enumerate(results[engine][clip_id]["segments"]):
+                width = segment["end"] - segment["start"]
+                ax.barh(y, width, left=segment["start"], height=lane * 0.85, color=colours[i % 2])
+    for k, engine in enumerate(engines):
+        ax.barh(0, 0, color=palettes[k % len(palettes)][0], label=engine)
+    ax.set_yticks(range(len(durations)), list(durations))
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or "segments per clip")
+    fig.tight_layout()
+    return fig

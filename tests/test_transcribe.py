@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import whisper
@@ -320,3 +321,55 @@ def test_base_detects_english_when_transcribing(max_base, ow_base, multilingual_
     theirs = _ow(ow_base, multilingual_audio, **options)
     assert ours["language"] == theirs["language"] == "en"
     assert transcript_tokens(ours) == transcript_tokens(theirs)
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring helpers (what notebook 03 reports)
+
+
+def test_word_error_rate_normalises_like_openai_whisper():
+    from maxwhisper_lib.scoring import word_error_rate
+
+    reference = "And so my fellow Americans, ask not what your country can do for you."
+    assert (
+        word_error_rate(
+            [reference], ["and so my fellow americans ask not what your country can do for you"]
+        )
+        == 0
+    )
+    assert word_error_rate(
+        [reference], ["And so my fellow Americans, ask what your country can do for you."]
+    ) == pytest.approx(1 / 14)
+    assert word_error_rate(["Mr. Smith paid $20"], ["mister smith paid twenty dollars"]) == 0
+    assert np.isnan(word_error_rate([""], ["anything"]))
+    # corpus-level: total edits over total reference words, not a mean of the clips' rates
+    assert word_error_rate(["a b c d", "e f"], ["a b c d", "x f"]) == pytest.approx(1 / 6)
+
+
+def test_identity_summary_names_the_first_different_token():
+    from maxwhisper_lib.scoring import (
+        TranscriptMismatch,
+        assert_token_identical,
+        first_difference,
+        identity_summary,
+    )
+
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2
+    table = pd.DataFrame(
+        {
+            "clip": ["a", "b", "c"],
+            "token-identical": [True, False, False],
+            "first different token": [None, 7, 2],
+            "segment times equal": [True, True, False],
+            "sampled": [False, False, True],
+        }
+    )
+    assert identity_summary(table) == (
+        "1/2 clips token-identical to openai-whisper (1 clip(s) fell back to sampling: "
+        "not comparable)\n  b: first different token at index 7"
+    )
+    with pytest.raises(TranscriptMismatch, match=r"1 clip.* differ from openai-whisper: b$"):
+        assert_token_identical(table)
+    assert_token_identical(table[table["clip"] != "b"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import statistics
@@ -44,6 +43,7 @@ from .audio import SAMPLE_RATE, load_audio
 from .errors import MaxWhisperError
 from .manifest import Clip, load_manifest
 from .runtime import resolve_device_name
+from .scoring import word_error_rate
 
 ENGINES = (
     "max",
@@ -399,32 +399,6 @@ def batch_files(
         raise BenchmarkError("no clips for the batch benchmark")
     short = [c for c in clips if c.seconds <= max_seconds] or list(clips)
     return [short[i % len(short)] for i in range(count)]
-
-
-def normalize(text: str) -> str:
-    """openai-whisper's ``EnglishTextNormalizer`` (spelling, numbers, punctuation, case)."""
-    return _english_normalizer()(text)
-
-
-@functools.cache
-def _english_normalizer():
-    from whisper.normalizers import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER (total edits / total reference words) after normalising both sides."""
-    import jiwer
-
-    if len(references) != len(hypotheses) or not references:
-        raise BenchmarkError("need as many hypotheses as references, at least one")
-    refs = [normalize(r) for r in references]
-    hyps = [normalize(h) for h in hypotheses]
-    kept = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
-    if not kept:
-        raise BenchmarkError("every reference is empty after normalisation")
-    return float(jiwer.wer([r for r, _ in kept], [h for _, h in kept]))
 
 
 def median_index(values: Sequence[float]) -> int:

@@ -41,16 +41,20 @@ def _self_attention(x, p, n_head, mask, past):
     return x + L.linear(L.merge_heads(w_past @ past_v + w_new @ v), p, "attn.out"), k_t, v
 
 
-def block_without_cross(x, p, n_head, cross_k_t, cross_v, mask, past=None):
+def block_without_cross(x, p, n_head, cross_k, cross_v, mask, past=None):
     x, k_t, v = _self_attention(x, p, n_head, mask, past)
     return x + L.mlp(L.layer_norm(x, p, "mlp_ln"), p), k_t, v, None
 
 
-def block_without_self_attention(x, p, n_head, cross_k_t, cross_v, mask, past=None):
+def block_without_self_attention(x, p, n_head, cross_k, cross_v, mask, past=None):
     q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
     x = x + L.linear(L.merge_heads(v), p, "attn.out")  # projections kept, attention dropped
     q = L.split_heads(L.linear(L.layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query"), n_head)
-    x = x + L.linear(L.attend(L.attention_scores(q, cross_k_t), cross_v), p, "cross_attn.out")
+    x = x + L.linear(
+        L.attend(L.attention_scores(q, ops.transpose(cross_k, -1, -2)), cross_v),
+        p,
+        "cross_attn.out",
+    )
     return x + L.mlp(L.layer_norm(x, p, "mlp_ln"), p), k_t, v, None
 
 

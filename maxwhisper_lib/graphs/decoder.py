@@ -47,18 +47,13 @@ def cache_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[
 
 
 def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[TensorType]:
-    """Per block: cross keys ``(batch, heads, head_width, n_audio_ctx)``, values ``(…, ctx, hw)``.
+    """Per block: cross keys and values, each ``(batch, heads, n_audio_ctx, head_width)``.
 
     One tensor per block and kind, not a stacked ``(layers, …)`` pair: slicing a layer out of a
     stacked input costs the decoder step a copy per layer on MAX's CPU backend.
     """
-    keys = [BATCH, dims.n_text_head, head_width(dims), dims.n_audio_ctx]
-    values = [BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
-    return [
-        TensorType(dtype, shape, device=device)
-        for _ in range(dims.n_text_layer)
-        for shape in (keys, values)
-    ]
+    shape = [BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
+    return [TensorType(dtype, shape, device=device) for _ in range(2 * dims.n_text_layer)]
 
 
 def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) -> np.ndarray:

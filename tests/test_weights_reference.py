@@ -11,15 +11,12 @@ import whisper
 
 from maxwhisper_lib.audio import load_audio
 from maxwhisper_lib.errors import MaxWhisperError
+from maxwhisper_lib.manifest import clip
 from maxwhisper_lib.paths import data_dir
 from maxwhisper_lib.reference import build_reference_model
+from maxwhisper_lib.scoring import normalize
 from maxwhisper_lib.weights import checkpoint_path, ct2_path, load_weights
-from maxwhisper_lib.weights.verify import (
-    faster_whisper_transcript,
-    manifest_reference,
-    normalized,
-    openai_whisper_transcript,
-)
+from maxwhisper_lib.weights.verify import faster_whisper_transcript, openai_whisper_transcript
 
 
 def _installed(*names: str) -> bool:
@@ -58,7 +55,7 @@ def faster_text(weights_root, jfk) -> str:
 
 
 def test_openai_whisper_on_the_extracted_checkpoint_transcribes_jfk(openai_text):
-    assert normalized(openai_text) == normalized(manifest_reference("jfk"))
+    assert normalize(openai_text) == normalize(clip("jfk").reference)
 
 
 def test_faster_whisper_on_the_ct2_copy_gives_the_same_greedy_transcript(openai_text, faster_text):
@@ -67,7 +64,7 @@ def test_faster_whisper_on_the_ct2_copy_gives_the_same_greedy_transcript(openai_
 
 def test_unknown_clip_is_reported():
     with pytest.raises(MaxWhisperError, match="no clip 'nope'"):
-        manifest_reference("nope")
+        clip("nope")
 
 
 @pytest.mark.parametrize(

@@ -1,35 +1,15 @@
 """Cross-checks of extracted weights against the two established runtimes on real speech.
 
 openai-whisper (PyTorch) runs the extracted ``.pt``; faster-whisper (CTranslate2) runs the
-original CT2 files. Both decode greedily (temperature 0, one beam) in float32.
+original CT2 files. Both decode greedily (temperature 0, one beam) in float32. Score against
+the manifest's references with :func:`maxwhisper_lib.scoring.normalize`.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
-
-from .. import paths
-from ..errors import MaxWhisperError
-
-
-def manifest_reference(clip: str) -> str:
-    """The reference transcript of ``clip`` (its ``id`` in ``data/manifest.csv``)."""
-    manifest = paths.data_dir() / "manifest.csv"
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["id"] == clip:
-                return row["reference_text"]
-    raise MaxWhisperError(f"{manifest}: no clip {clip!r}")
-
-
-def normalized(text: str) -> str:
-    """openai-whisper's English normalisation, as used to score references."""
-    from whisper.normalizers import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()(text)
 
 
 def openai_whisper_transcript(checkpoint: str | Path, audio: np.ndarray, language="en") -> str:

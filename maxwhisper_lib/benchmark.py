@@ -26,12 +26,11 @@ shared libraries already mapped make it a rough figure. GPU memory is not measur
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,28 +103,6 @@ class Engine:
         raise EngineUnavailable(f"{self.name}: no batched transcription")
 
 
-@contextlib.contextmanager
-def _timed_mel() -> Iterator[list[float]]:
-    """Accumulate the seconds spent in :func:`transcribe.whole_file_log_mel` (MAX's front end)."""
-    from . import transcribe as module
-
-    original = module.whole_file_log_mel
-    spent = [0.0]
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - start
-
-    module.whole_file_log_mel = timed
-    try:
-        yield spent
-    finally:
-        module.whole_file_log_mel = original
-
-
 DECODING_GRAPHS = ("cross_kv", "decoder_step", "reorder")
 
 
@@ -155,14 +132,13 @@ class MaxEngine(Engine):
 
     def _run(self, call: Callable[[], list[dict]]) -> tuple[list[dict], dict[str, float]]:
         before = dict(self.model.run_seconds)
-        with _timed_mel() as mel:
-            start = time.perf_counter()
-            results = call()
-            wall = time.perf_counter() - start
+        start = time.perf_counter()
+        results = call()
+        wall = time.perf_counter() - start
         spent = {k: v - before.get(k, 0.0) for k, v in self.model.run_seconds.items()}
         encoder = spent.get("encoder", 0.0)
         decoding = sum(spent.get(k, 0.0) for k in DECODING_GRAPHS)
-        parts = {"frontend": mel[0], "encoder": encoder, "decoding": decoding}
+        parts = {"frontend": spent.get("log_mel", 0.0), "encoder": encoder, "decoding": decoding}
         parts["host"] = wall - sum(parts.values())
         return results, {"wall": wall, **parts}
 

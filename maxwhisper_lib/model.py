@@ -180,8 +180,22 @@ class MaxWhisper:
         model = self.compiled(name)
         start = time.perf_counter()
         outputs = model.execute(*inputs)
-        self.run_seconds[name] = self.run_seconds.get(name, 0.0) + time.perf_counter() - start
+        self._count(name, start)
         return outputs
+
+    def log_mel(self, samples: np.ndarray, padding: int = 0) -> np.ndarray:
+        """Host float32 log-mel of ``samples`` plus ``padding`` zeros, computed on this model's
+        device by :class:`~maxwhisper_lib.mel.LogMelSpectrogram` (timed as ``"log_mel"``)."""
+        from .mel import LogMelSpectrogram
+
+        start = time.perf_counter()
+        mel = LogMelSpectrogram(self.dims.n_mels, self.device_name).numpy(samples, padding)
+        self._count("log_mel", start)
+        return mel
+
+    def _count(self, name: str, start: float) -> None:
+        """Add the seconds since ``start`` to ``run_seconds[name]``."""
+        self.run_seconds[name] = self.run_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def to_device(self, array: np.ndarray) -> Buffer:
         return runtime.to_device(array, self.device_name)

@@ -162,17 +162,18 @@ def whole_file_log_mel(
         raise DecodingOptionsError(
             f"unknown mel front end {frontend!r}; choose one of {MEL_FRONTENDS}"
         )
+    from .model import MaxWhisper
+
     n_mels = backend.dims.n_mels
     if frontend == "auto":
-        from .model import MaxWhisper
-
         frontend = "max" if isinstance(backend, MaxWhisper) else "reference"
-    if frontend == "max":
-        from .mel import LogMelSpectrogram
+    if frontend == "reference":
+        return log_mel_spectrogram_reference(samples, n_mels, padding=N_SAMPLES)
+    if isinstance(backend, MaxWhisper):
+        return backend.log_mel(samples, padding=N_SAMPLES)
+    from .mel import LogMelSpectrogram
 
-        device = getattr(backend, "device_name", "cpu")
-        return LogMelSpectrogram(n_mels, device).numpy(samples, padding=N_SAMPLES)
-    return log_mel_spectrogram_reference(samples, n_mels, padding=N_SAMPLES)
+    return LogMelSpectrogram(n_mels, "cpu").numpy(samples, padding=N_SAMPLES)
 
 
 @dataclass

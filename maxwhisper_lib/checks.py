@@ -10,22 +10,37 @@ raises when a check fails, so notebooks and papermill stop loudly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from max.dtype import DType
 
 from . import runtime
 from .graphs.decoder import build_decoder_block_graph, self_attention_mask
 from .graphs.encoder import build_encoder_block_graph, build_stem_graph
+from .graphs.kernels import build_rows_graph
 from .model import MaxWhisper, host_float32
 from .reference import TorchBackend
-from .weight_mapping import select_block
+from .weight_mapping import TOKEN_EMBEDDING, select_block
 from .weights.canonical import WhisperWeights
 
 TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 """Largest relative error that passes, per dtype (half precisions are reported, looser)."""
+
+ROW_KERNEL_TOLERANCE = 1e-6
+"""The Mojo row kernels against the float64 product of the same stored values: float32
+accumulation only (float16 weights are widened exactly)."""
+
+ROW_KERNEL_LAYERS = (
+    "attn.qkv",
+    "attn.out",
+    "cross_attn.query",
+    "cross_attn.out",
+    "mlp.fc1",
+    "mlp.fc2",
+)
 
 
 class KernelCheckError(AssertionError):
@@ -115,8 +130,9 @@ class KernelChecks:
             "encoder_block": build_encoder_block_graph,
             "decoder_block": build_decoder_block_graph,
         }
+        extra = {"row_dtype": self.model.row_dtype} if kind == "decoder_block" else {}
         graph = builders[kind](
-            self.dims, self.model.dtype, runtime.device_ref(self.model.device_name)
+            self.dims, self.model.dtype, runtime.device_ref(self.model.device_name), **extra
         )
         registry = (
             self.model.registry if kind == "stem" else select_block(self.model.registry, prefix)
@@ -255,6 +271,50 @@ class KernelChecks:
         )
         self._record("alignment.logits", label, "alignment", logits, ref_logits, 0.0, 0.0)
 
+    # -- the Mojo row kernels -------------------------------------------------------------
+    def check_row_kernels(self, rows: Sequence[int] = (1, 5)) -> None:
+        """Every decoder linear layer of block 0 and the logits projection, as the row kernels
+        run them on the model's own stored weights, against NumPy's float64 product of the same
+        values, for ``rows`` activation rows (one token; five beams). CPU row kernels only."""
+        if not self.model.row_kernels:
+            return
+        registry = self.model.registry
+        names = [f"decoder.blocks.0.{layer}" for layer in ROW_KERNEL_LAYERS] + ["logits"]
+        for name in names:
+            weight_name = TOKEN_EMBEDDING if name == "logits" else f"{name}.weight"
+            weight = np.asarray(registry[weight_name])
+            bias = None if name == "logits" else np.asarray(registry[f"{name}.bias"])
+            graph_key = (weight.dtype.name, bias is not None)
+            compile_s = 0.0
+            if graph_key not in self._graphs:
+                graph = build_rows_graph(DType.from_numpy(weight.dtype), bias is not None)
+                self._graphs[graph_key], compile_s = self._timed(
+                    lambda g=graph: runtime.compile_graph(g, "cpu")
+                )
+            model = self._graphs[graph_key]
+            for n_rows in rows:
+                x = self._random(n_rows, weight.shape[1])
+                inputs = [x, weight] + ([] if bias is None else [bias])
+                out, run_s = self._timed(
+                    lambda m=model, i=inputs: host_float32(
+                        m.execute(*(self.model.to_device(a) for a in i))[0]
+                    )
+                )
+                ref = x.astype(np.float64) @ weight.astype(np.float64).T
+                if bias is not None:
+                    ref = ref + bias.astype(np.float64)
+                result = self._record(
+                    f"row kernel {name} ({weight.dtype.name} {weight.shape[0]}x{weight.shape[1]})",
+                    f"{n_rows} row{'s' if n_rows > 1 else ''}",
+                    f"{'linear' if bias is not None else 'matmul'}_rows ({weight.dtype.name})",
+                    out,
+                    ref,
+                    compile_s,
+                    run_s,
+                )
+                result.tolerance = ROW_KERNEL_TOLERANCE
+                compile_s = 0.0
+
     # -- all ------------------------------------------------------------------------------
     def run(self, mel: np.ndarray, tokens: np.ndarray, batch: int = 2) -> list[CheckResult]:
         """All checks on random inputs (``batch`` rows) and on the real ``mel``/``tokens``."""
@@ -275,6 +335,7 @@ class KernelChecks:
         self.check_decoding(random_mel, random_tokens, "random")
         self.check_decoding(real_mel, real_tokens, "real")
         self.check_alignment(real_mel, real_tokens, "real")
+        self.check_row_kernels()
         return self.results
 
 

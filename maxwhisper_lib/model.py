@@ -1,7 +1,9 @@
 """MaxWhisper: Whisper's encoder and decoder compiled as MAX graphs, behind the backend protocol.
 
 Weights are mapped once (:mod:`weight_mapping`) and bound to each graph at load time; graphs
-compile on first use and come from MAX's cache afterwards (:mod:`runtime`). Every tensor that
+compile on first use and come from MAX's cache afterwards (:mod:`runtime`). On the CPU the
+decoder's linear layers run as MAX-Whisper's Mojo row kernels over weights kept at the
+checkpoint's precision (``row_kernels``; float16 widened exactly, float32 accumulation). Every tensor that
 decoding keeps between calls (audio features, cross-attention keys/values, the self-attention
 cache) stays on the model's device; only tokens go in and only requested logits come out.
 """
@@ -29,10 +31,13 @@ from .graphs.decoder import (
     self_attention_mask,
 )
 from .graphs.encoder import build_encoder_graph
-from .weight_mapping import map_weights
+from .weight_mapping import map_weights, row_weight_dtype
 from .weights.canonical import WhisperWeights
 
 GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
+
+ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "alignment"})
+"""Graphs built with the row kernels when the model uses them (they take ``row_dtype``)."""
 
 GRAPHS: dict[str, GraphBuilder] = {
     "encoder": build_encoder_graph,
@@ -43,13 +48,14 @@ GRAPHS: dict[str, GraphBuilder] = {
 }
 
 
-def weight_registry(weights: WhisperWeights, dtype: DType) -> dict[str, object]:
-    """Mapped weights as arrays MAX can bind for ``dtype`` (bfloat16 goes through torch/DLPack)."""
+def weight_registry(weights: WhisperWeights, dtype: DType, rows: bool = False) -> dict[str, object]:
+    """Mapped weights as arrays MAX can bind for ``dtype`` (bfloat16 goes through torch/DLPack);
+    ``rows``: the decoder's row weights at the checkpoint's precision (see weight_mapping)."""
     if dtype == DType.bfloat16:
         import torch
 
         return {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in map_weights(weights).items()}
-    return dict(map_weights(weights, runtime.numpy_dtype(dtype)))
+    return dict(map_weights(weights, runtime.numpy_dtype(dtype), rows=rows))
 
 
 class MaxAudioFeatures:
@@ -67,12 +73,14 @@ class MaxAudioFeatures:
 
 
 def host_float32(buffer: Buffer) -> np.ndarray:
-    """A device buffer copied to the host as float32 NumPy (bfloat16 goes through torch)."""
-    if buffer.dtype == DType.bfloat16:
+    """A buffer as float32 NumPy: a view when it is float32 on the host already, else a copy
+    (bfloat16 goes through torch)."""
+    host = buffer if buffer.is_host else buffer.to(runtime.get_device("cpu"))
+    if host.dtype == DType.bfloat16:
         import torch
 
-        return torch.from_dlpack(buffer.to(runtime.get_device("cpu"))).float().numpy()
-    return buffer.to(runtime.get_device("cpu")).to_numpy().astype(np.float32, copy=False)
+        return torch.from_dlpack(host).float().numpy()
+    return host.to_numpy().astype(np.float32, copy=False)
 
 
 class MaxDecoderSession:
@@ -82,7 +90,11 @@ class MaxDecoderSession:
         self.model = model
         self.audio = audio
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.cross = model.run("cross_kv", audio.buffer, model.to_device(self.rows))
+        # Row kernels: keys/values once per window, each sequence reads its window's (beams of
+        # one window share them); otherwise one copy per sequence.
+        self.per_window = model.row_kernels
+        source = np.arange(audio.batch_size) if self.per_window else self.rows
+        self.cross = model.run("cross_kv", audio.buffer, model.to_device(source))
         device = runtime.get_device(model.device_name)
         self.caches = [
             Buffer.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
@@ -120,11 +132,12 @@ class MaxDecoderSession:
             np.array(offset, dtype=np.int64),
             self.model.to_device(mask),
             self.model.to_device(index),
+            *([self.model.to_device(self.rows)] if self.per_window else []),
             *self.cross,
             *self.caches,
         )
         self._length += n_new
-        return out.to_numpy() if out.is_host else out.to(runtime.get_device("cpu")).to_numpy()
+        return host_float32(out)
 
     def reorder(self, source_rows: np.ndarray) -> None:
         source = np.asarray(source_rows, dtype=np.int64)
@@ -134,16 +147,21 @@ class MaxDecoderSession:
         new_rows = self.rows[source]
         if not np.array_equal(new_rows, self.rows):  # a sequence moved to another window
             self.rows = new_rows
-            self.cross = self.model.run(
-                "cross_kv", self.audio.buffer, self.model.to_device(self.rows)
-            )
+            if not self.per_window:
+                self.cross = self.model.run(
+                    "cross_kv", self.audio.buffer, self.model.to_device(self.rows)
+                )
 
 
 class MaxWhisper:
     """Whisper on MAX Graph, CPU or GPU (a :class:`maxwhisper_lib.backend.WhisperBackend`)."""
 
     def __init__(
-        self, weights: WhisperWeights, device: str = "auto", dtype: str = "float32"
+        self,
+        weights: WhisperWeights,
+        device: str = "auto",
+        dtype: str = "float32",
+        row_kernels: bool | None = None,
     ) -> None:
         self.device_name = runtime.resolve_device_name(device)
         self.dtype = runtime.resolve_dtype(dtype, self.device_name)
@@ -151,19 +169,34 @@ class MaxWhisper:
         self.dims = weights.dims
         self.name = weights.name
         self.alignment_heads = weights.alignment_heads
-        self.registry = weight_registry(weights, self.dtype)
+        if row_kernels is None:
+            row_kernels = self.device_name == "cpu"
+        if row_kernels and self.device_name != "cpu":
+            raise DecodingOptionsError("the Mojo row kernels run on the CPU only")
+        self.row_kernels = row_kernels
+        self.row_dtype = (
+            DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
+        )  # the decoder's weights on the device: the checkpoint's precision
+        self.registry = weight_registry(weights, self.dtype, rows=row_kernels)
         self._models: dict[str, Model] = {}
         self.compile_seconds: dict[str, float] = {}
         self.run_seconds: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"MaxWhisper({self.name!r}, device={self.device_name!r}, dtype={self.dtype_name!r})"
+        kernels = "" if self.row_kernels else ", row_kernels=False"
+        return (
+            f"MaxWhisper({self.name!r}, device={self.device_name!r}, "
+            f"dtype={self.dtype_name!r}{kernels})"
+        )
 
     def compiled(self, name: str) -> Model:
         """The compiled graph ``name`` (one of :data:`GRAPHS`), compiling it on first use."""
         if name not in self._models:
             start = time.perf_counter()
-            graph = GRAPHS[name](self.dims, self.dtype, runtime.device_ref(self.device_name))
+            extra = {"row_dtype": self.row_dtype} if name in ROW_KERNEL_GRAPHS else {}
+            graph = GRAPHS[name](
+                self.dims, self.dtype, runtime.device_ref(self.device_name), **extra
+            )
             self._models[name] = runtime.compile_graph(graph, self.device_name, self.registry)
             self.compile_seconds[name] = time.perf_counter() - start
         return self._models[name]

@@ -44,6 +44,7 @@ def plot_graph_times(times: pd.DataFrame):
 
 ENGINE_COLORS = {
     "max": "tab:orange",
+    "max-matmul": "tab:brown",
     "openai-whisper": "tab:blue",
     "faster-whisper-int8": "tab:green",
     "faster-whisper-fp32": "tab:purple",
@@ -132,6 +133,41 @@ def plot_batch_throughput(batch: pd.DataFrame):
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_roofline(steps: pd.DataFrame, probe_gb_per_s: float):
+    """Decoder steps against the memory floor, per batch size (beams of one window): left, ms
+    per decoded token beside the floor of the bytes MAX's step must read; right, the bandwidth
+    each MAX step achieves beside the probe's (log-log)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for engine, group in steps.groupby("engine", sort=False):
+        group = group.sort_values("batch")
+        color = ENGINE_COLORS.get(engine)
+        left.plot(group["batch"], group["ms_per_token"], marker="o", label=engine, color=color)
+        if group["achieved_gb_per_s"].notna().all() and engine.startswith("max"):
+            right.plot(
+                group["batch"], group["achieved_gb_per_s"], marker="o", label=engine, color=color
+            )
+    floor = steps.dropna(subset=["floor_ms"]).drop_duplicates("batch").sort_values("batch")
+    left.plot(floor["batch"], floor["floor_ms"] / floor["batch"], "k--", label="memory floor")
+    right.axhline(probe_gb_per_s, color="k", linestyle="--", label="bandwidth probe")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(steps["batch"].unique()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("sequences per step (batch)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    left.set_yscale("log")
+    left.set_ylabel("ms per decoded token")
+    left.set_title("decoder step vs its memory floor")
+    right.set_ylabel("GB/s of the bytes a step must read")
+    right.set_ylim(bottom=0)
+    right.set_title("achieved bandwidth")
     fig.tight_layout()
     return fig
 

@@ -4,6 +4,11 @@ The graphs multiply activations ``(…, in)`` by weights ``(in, out)``, so linea
 transposed; self-attention uses one fused QKV projection and cross-attention one fused KV projection
 (Whisper's key projections have no bias: their slots in the fused biases are zeros); each
 convolution becomes a matrix over its three time taps. Nothing here builds graphs or runs them.
+
+With ``rows=True`` (MAX's CPU decoder) the decoder's linear weights instead keep openai-whisper's
+``(out, in)`` layout and the checkpoint's precision, for the Mojo row kernels
+(:mod:`maxwhisper_lib.graphs.kernels`), and the tied logits projection reads the token
+embedding itself (no transposed copy).
 """
 
 from __future__ import annotations
@@ -24,8 +29,28 @@ def _conv_taps(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 1, 0).reshape(width * in_channels, out_channels)
 
 
-def graph_weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor the graphs bind."""
+ROW_LINEARS = ("attn.qkv", "attn.out", "cross_attn.query", "cross_attn.out", "mlp.fc1", "mlp.fc2")
+"""The decoder's decode-shaped linear layers: row kernels with ``rows=True``. (The cross-attention
+key/value projection runs once per window over 1,500 positions, so it stays a MAX matmul.)"""
+
+TOKEN_EMBEDDING = "decoder.token_embedding"
+
+
+def is_row_weight(name: str) -> bool:
+    """Whether ``name`` (a decoder weight, possibly renamed ``block.*``) is stored ``(out, in)``
+    at source precision in the row layout."""
+    return name == TOKEN_EMBEDDING or any(name.endswith(f".{lin}.weight") for lin in ROW_LINEARS)
+
+
+def row_weight_dtype(weights: WhisperWeights) -> np.dtype:
+    """The checkpoint's precision for the row weights: float16 when it was published in float16,
+    else float32."""
+    source = weights.tensors[f"{TOKEN_EMBEDDING}.weight"].dtype
+    return np.dtype(np.float16) if source == np.float16 else np.dtype(np.float32)
+
+
+def graph_weight_shapes(dims: ModelDimensions, rows: bool = False) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the graphs bind (``rows``: the row layout, see above)."""
     a, t, m = dims.n_audio_state, dims.n_text_state, dims.n_mels
     shapes: dict[str, tuple[int, ...]] = {
         "encoder.conv1.weight": (3 * m, a),
@@ -67,6 +92,11 @@ def graph_weight_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
         block(f"encoder.blocks.{i}", a, cross=False)
     for i in range(dims.n_text_layer):
         block(f"decoder.blocks.{i}", t, cross=True)
+    if rows:
+        del shapes["decoder.logits.weight"]
+        for name in shapes:
+            if name.startswith("decoder.blocks.") and is_row_weight(name):
+                shapes[name] = shapes[name][::-1]
     return shapes
 
 
@@ -109,9 +139,10 @@ def _block_tensors(src: dict[str, np.ndarray], prefix: str, cross: bool) -> dict
 
 
 def map_weights(
-    weights: WhisperWeights, dtype: np.dtype | str = np.float32
+    weights: WhisperWeights, dtype: np.dtype | str = np.float32, rows: bool = False
 ) -> dict[str, np.ndarray]:
-    """The graphs' weight registry for ``weights``: contiguous arrays of ``dtype``."""
+    """The graphs' weight registry for ``weights``: contiguous arrays of ``dtype``; with ``rows``
+    the decoder's row weights stay ``(out, in)`` in :func:`row_weight_dtype` (see above)."""
     src = weights.tensors
     dims = weights.dims
     out = {
@@ -132,7 +163,16 @@ def map_weights(
         out.update(_block_tensors(src, f"encoder.blocks.{i}", cross=False))
     for i in range(dims.n_text_layer):
         out.update(_block_tensors(src, f"decoder.blocks.{i}", cross=True))
-    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
+    if not rows:
+        return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
+    del out["decoder.logits.weight"]
+    source = row_weight_dtype(weights)
+    return {
+        k: np.ascontiguousarray(v.T, dtype=source)
+        if k.startswith("decoder.blocks.") and is_row_weight(k)
+        else np.ascontiguousarray(v, dtype=source if k == TOKEN_EMBEDDING else dtype)
+        for k, v in out.items()
+    }
 
 
 def select_block(

@@ -13,6 +13,10 @@
 * ``build_alignment_graph``: one uncached pass returning logits and every head's cross-attention
   scores, for word timestamps.
 * ``build_decoder_block_graph``: one block with full causal attention, for the component checks.
+
+Built with ``row_dtype`` (MAX's CPU device), the decoder's linear layers and the logits projection
+run as the Mojo row kernels over weights kept ``(out, in)`` at the checkpoint's precision
+(``weight_mapping``, rows layout); without it (GPU) they are MAX matmuls in the model dtype.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
-from ..weight_mapping import graph_weight_shapes
+from ..weight_mapping import TOKEN_EMBEDDING, graph_weight_shapes
 from .encoder import block_weight_shapes
+from .kernels import KERNEL_EXTENSIONS, matmul_rows
 from .layers import Params, cross_keys_values, decoder_block, layer_norm
 
 BATCH = "batch"
+WINDOWS = "windows"
 N_NEW = "n_new"
 N_LOGITS = "n_logits"
 HOST = DeviceRef.CPU()
@@ -46,13 +52,16 @@ def cache_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[
     return types
 
 
-def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[TensorType]:
-    """Per block: cross keys and values, each ``(batch, heads, n_audio_ctx, head_width)``.
+def cross_types(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, per_window: bool = False
+) -> list[TensorType]:
+    """Per block: cross keys and values, each ``(batch, heads, n_audio_ctx, head_width)``, or
+    ``(windows, …)`` with ``per_window`` (the CPU step reads them through each sequence's row).
 
     One tensor per block and kind, not a stacked ``(layers, …)`` pair: slicing a layer out of a
     stacked input costs the decoder step a copy per layer on MAX's CPU backend.
     """
-    shape = [BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
+    shape = [WINDOWS if per_window else BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
     return [TensorType(dtype, shape, device=device) for _ in range(2 * dims.n_text_layer)]
 
 
@@ -69,16 +78,33 @@ def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) ->
     return np.concatenate([np.broadcast_to(past, (n_new, capacity)), causal], axis=1)
 
 
+def decoder_params(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None
+) -> Params:
+    """The decoder graphs' weights, in the row layout when ``row_dtype`` is given."""
+    shapes = graph_weight_shapes(dims, rows=row_dtype is not None)
+    return Params(shapes, dtype, device, row_dtype=row_dtype)
+
+
+def extensions(row_dtype: DType | None) -> list:
+    """The ``custom_extensions`` a decoder graph needs (the row kernels, if it uses them)."""
+    return KERNEL_EXTENSIONS if row_dtype is not None else []
+
+
 def embed_tokens(tokens: TensorValue, positions: TensorValue, p: Params) -> TensorValue:
     """Token plus learned positional embeddings, ``(batch, n, width)``."""
-    return ops.gather(p("decoder.token_embedding"), tokens, axis=0) + ops.gather(
-        p("decoder.positional_embedding"), positions, axis=0
-    )
+    tokens_embedded = ops.gather(p(TOKEN_EMBEDDING), tokens, axis=0)
+    if tokens_embedded.dtype != p.dtype:  # a float16 row weight, widened exactly
+        tokens_embedded = ops.cast(tokens_embedded, p.dtype)
+    return tokens_embedded + ops.gather(p("decoder.positional_embedding"), positions, axis=0)
 
 
 def logits(x: TensorValue, p: Params) -> TensorValue:
     """Final LayerNorm and the tied output projection, in float32."""
-    out = layer_norm(x, p, "decoder.ln") @ p("decoder.logits.weight")
+    x = layer_norm(x, p, "decoder.ln")
+    if p.is_rows(TOKEN_EMBEDDING):
+        return matmul_rows(x, p(TOKEN_EMBEDDING))
+    out = x @ p("decoder.logits.weight")
     return out if out.dtype == DType.float32 else ops.cast(out, DType.float32)
 
 
@@ -102,26 +128,36 @@ def build_cross_kv_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef)
     return graph
 
 
-def build_decoder_step_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_decoder_step_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+) -> Graph:
     """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
-    self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, cross
-    keys/values, then the cache buffers -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
-    p = Params(graph_weight_shapes(dims), dtype, device)
+    self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, [with
+    ``row_dtype``: each sequence's window row ``(batch,)``], cross keys/values (per sequence, or
+    per window with ``row_dtype``), then the cache buffers -> logits ``(batch, n_logits,
+    n_vocab)`` (float32)."""
+    p = decoder_params(dims, dtype, device, row_dtype)
     cap = dims.n_text_ctx
+    per_window = row_dtype is not None
     inputs = [
         TensorType(DType.int64, [BATCH, N_NEW], device=device),
         TensorType(DType.int64, [N_NEW], device=device),
         TensorType(DType.int64, [], device=HOST),
         TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
         TensorType(DType.int64, [N_LOGITS], device=device),
-        *cross_types(dims, dtype, device),
+        *([TensorType(DType.int64, [BATCH], device=device)] if per_window else []),
+        *cross_types(dims, dtype, device, per_window),
         *cache_types(dims, dtype, device),
     ]
-    with Graph("whisper_decoder_step", input_types=inputs) as graph:
+    with Graph(
+        "whisper_decoder_step", input_types=inputs, custom_extensions=extensions(row_dtype)
+    ) as graph:
         tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
+        first_cross = 6 if per_window else 5
+        cross_rows = graph.inputs[5].tensor if per_window else None
         n_cross = 2 * dims.n_text_layer
-        cross = [v.tensor for v in graph.inputs[5 : 5 + n_cross]]
-        caches = [v.buffer for v in graph.inputs[5 + n_cross :]]
+        cross = [v.tensor for v in graph.inputs[first_cross : first_cross + n_cross]]
+        caches = [v.buffer for v in graph.inputs[first_cross + n_cross :]]
         n_new = tokens.shape[1]
         mask = ops.rebind(mask, [n_new, cap + n_new])
         x = embed_tokens(tokens, positions, p)
@@ -131,7 +167,7 @@ def build_decoder_step_graph(dims: ModelDimensions, dtype: DType, device: Device
             past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
             block = p.scope(f"decoder.blocks.{i}")
             x, new_k, new_v, _ = decoder_block(
-                x, block, dims.n_text_head, cross[2 * i], cross[2 * i + 1], mask, past
+                x, block, dims.n_text_head, cross[2 * i], cross[2 * i + 1], mask, past, cross_rows
             )
             writes.append((k_buffer, v_buffer, new_k, new_v))
         new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
@@ -155,18 +191,22 @@ def build_reorder_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) 
     return graph
 
 
-def build_alignment_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_alignment_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+) -> Graph:
     """tokens ``(1, n)``, positions ``(n,)``, causal mask ``(n, n)`` and one window's features ->
     logits ``(1, n, n_vocab)`` and cross-attention scores ``(layers, heads, n, n_audio_ctx)``
     (scaled, before softmax), in one uncached pass."""
-    p = Params(graph_weight_shapes(dims), dtype, device)
+    p = decoder_params(dims, dtype, device, row_dtype)
     inputs = [
         TensorType(DType.int64, [1, N_NEW], device=device),
         TensorType(DType.int64, [N_NEW], device=device),
         TensorType(DType.float32, [N_NEW, N_NEW], device=device),
         TensorType(dtype, [1, dims.n_audio_ctx, dims.n_audio_state], device=device),
     ]
-    with Graph("whisper_alignment", input_types=inputs) as graph:
+    with Graph(
+        "whisper_alignment", input_types=inputs, custom_extensions=extensions(row_dtype)
+    ) as graph:
         tokens, positions, mask, xa = (v.tensor for v in graph.inputs)
         x = embed_tokens(tokens, positions, p)
         scores = []
@@ -181,16 +221,21 @@ def build_alignment_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef
     return graph
 
 
-def build_decoder_block_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_decoder_block_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+) -> Graph:
     """One decoder block with full causal self-attention: x ``(batch, n, width)``, audio features
     ``(batch, n_audio_ctx, width)`` and the causal mask ``(n, n)`` -> x; weights as ``block.*``."""
-    p = Params(block_weight_shapes(dims, "decoder.blocks"), dtype, device).scope("block")
+    shapes = block_weight_shapes(dims, "decoder.blocks", rows=row_dtype is not None)
+    p = Params(shapes, dtype, device, row_dtype=row_dtype).scope("block")
     inputs = [
         TensorType(dtype, [BATCH, N_NEW, dims.n_text_state], device=device),
         TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device),
         TensorType(DType.float32, [N_NEW, N_NEW], device=device),
     ]
-    with Graph("whisper_decoder_block", input_types=inputs) as graph:
+    with Graph(
+        "whisper_decoder_block", input_types=inputs, custom_extensions=extensions(row_dtype)
+    ) as graph:
         x, xa, mask = (v.tensor for v in graph.inputs)
         cross_k, cross_v = cross_keys_values(xa, p, dims.n_text_head)
         graph.output(decoder_block(x, p, dims.n_text_head, cross_k, cross_v, mask)[0])

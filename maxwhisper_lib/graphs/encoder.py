@@ -62,12 +62,14 @@ def build_stem_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> 
     return graph
 
 
-def block_weight_shapes(dims: ModelDimensions, prefix: str) -> dict[str, tuple[int, ...]]:
+def block_weight_shapes(
+    dims: ModelDimensions, prefix: str, rows: bool = False
+) -> dict[str, tuple[int, ...]]:
     """Shapes of one block's weights renamed ``block.*`` (see weight_mapping.select_block)."""
     head = prefix + ".0."
     return {
         "block." + k[len(head) :]: v
-        for k, v in graph_weight_shapes(dims).items()
+        for k, v in graph_weight_shapes(dims, rows).items()
         if k.startswith(head)
     }
 

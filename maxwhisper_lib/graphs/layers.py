@@ -1,7 +1,9 @@
 """Whisper's building blocks as MAX Graph operations.
 
 Shapes: activations are ``(batch, time, width)``; attention heads are split as
-``(batch, heads, time, head_width)``. Linear weights are ``(in, out)`` (see weight_mapping).
+``(batch, heads, time, head_width)``. Linear weights are ``(in, out)`` (see weight_mapping), except
+the decoder's row weights ``(out, in)`` when the graph is built with ``row_dtype`` (CPU): those
+linear layers run as MAX-Whisper's Mojo row kernels (:mod:`.kernels`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from collections.abc import Mapping
 from max.dtype import DType
 from max.graph import DeviceRef, TensorValue, Weight, ops
 
+from ..weight_mapping import is_row_weight
+from .kernels import cross_attention_rows, linear_rows
+
 LAYER_NORM_EPS = 1e-5
 
 
 class Params:
-    """Hands out the graph's named weights, creating each ``Weight`` once, with its mapped shape."""
+    """Hands out the graph's named weights, creating each ``Weight`` once, with its mapped shape.
+
+    With ``row_dtype`` the decoder's row weights (:func:`is_row_weight`) are ``row_dtype`` and
+    ``(out, in)`` (the shapes must come from ``graph_weight_shapes(dims, rows=True)``).
+    """
 
     def __init__(
         self,
@@ -25,24 +34,38 @@ class Params:
         device: DeviceRef,
         prefix: str = "",
         _cache: dict[str, Weight] | None = None,
+        row_dtype: DType | None = None,
     ) -> None:
         self.shapes = shapes
         self.dtype = dtype
         self.device = device
         self.prefix = prefix
+        self.row_dtype = row_dtype
         self._cache = {} if _cache is None else _cache
+
+    def is_rows(self, name: str) -> bool:
+        """Whether weight ``name`` (relative to this scope) is a row weight."""
+        return self.row_dtype is not None and is_row_weight(f"{self.prefix}{name}")
 
     def __call__(self, name: str) -> Weight:
         full = f"{self.prefix}{name}"
         if full not in self._cache:
             if full not in self.shapes:
                 raise KeyError(f"graph weight {full!r} is not in the weight mapping")
-            self._cache[full] = Weight(full, self.dtype, self.shapes[full], self.device)
+            dtype = self.row_dtype if self.is_rows(name) else self.dtype
+            self._cache[full] = Weight(full, dtype, self.shapes[full], self.device)
         return self._cache[full]
 
     def scope(self, prefix: str) -> Params:
         """The same weights seen from ``prefix.`` (e.g. ``encoder.blocks.0``)."""
-        return Params(self.shapes, self.dtype, self.device, f"{self.prefix}{prefix}.", self._cache)
+        return Params(
+            self.shapes,
+            self.dtype,
+            self.device,
+            f"{self.prefix}{prefix}.",
+            self._cache,
+            self.row_dtype,
+        )
 
 
 def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
@@ -60,7 +83,10 @@ def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
 
 
 def linear(x: TensorValue, p: Params, name: str) -> TensorValue:
-    return x @ p(f"{name}.weight") + p(f"{name}.bias")
+    weight, bias = p(f"{name}.weight"), p(f"{name}.bias")
+    if p.is_rows(f"{name}.weight"):
+        return linear_rows(x, weight, bias)
+    return x @ weight + bias
 
 
 def mlp(x: TensorValue, p: Params) -> TensorValue:
@@ -139,7 +165,8 @@ def decoder_block(
     cross_v: TensorValue,
     self_mask: TensorValue,
     past: tuple[TensorValue, TensorValue] | None = None,
-) -> tuple[TensorValue, TensorValue, TensorValue, TensorValue]:
+    cross_rows: TensorValue | None = None,
+) -> tuple[TensorValue, TensorValue, TensorValue, TensorValue | None]:
     """Residual block of the text decoder for ``n_new`` new positions.
 
     ``past`` is this block's cached keys ``(b, h, dh, cap)`` and values ``(b, h, cap, dh)``; the
@@ -148,8 +175,12 @@ def decoder_block(
     computed inside the graph from ``ops.range`` are silently dropped by MAX 26.7's CPU fusion of
     mask + softmax, so they are graph inputs. No cache is read or written here.
 
+    With ``cross_rows`` (the CPU step graph) ``cross_k``/``cross_v`` hold one window each,
+    ``(windows, h, ctx, dh)``, sequence ``b`` attends to window ``cross_rows[b]``, and the
+    cross-attention runs as the Mojo kernel (no scores come back).
+
     Returns ``(x, new_k_t, new_v, cross_scores)``: the block output, the new positions' keys and
-    values (for the caller to store), and the cross-attention scores before softmax.
+    values (for the caller to store), and the cross-attention scores before softmax (or None).
     """
     q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
     if past is None:
@@ -166,8 +197,13 @@ def decoder_block(
         attended = merge_heads(w_past @ past_v + w_new @ v)
     x = x + linear(attended, p, "attn.out")
 
-    q = split_heads(linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query"), n_head)
-    cross_scores = attention_scores(q, ops.transpose(cross_k, -1, -2))
-    x = x + linear(attend(cross_scores, cross_v), p, "cross_attn.out")
+    query = linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query")
+    if cross_rows is not None:
+        cross_scores = None
+        attended = cross_attention_rows(query, cross_k, cross_v, cross_rows)
+    else:
+        cross_scores = attention_scores(split_heads(query, n_head), ops.transpose(cross_k, -1, -2))
+        attended = attend(cross_scores, cross_v)
+    x = x + linear(attended, p, "cross_attn.out")
     x = x + mlp(layer_norm(x, p, "mlp_ln"), p)
     return x, k_t, v, cross_scores

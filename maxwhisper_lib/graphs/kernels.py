@@ -1,0 +1,79 @@
+"""MAX-Whisper's own Mojo kernels (``maxwhisper_lib/kernels/``) as graph operations.
+
+``linear_rows`` and ``matmul_rows`` multiply activations by a weight kept in openai-whisper's
+``(out, in)`` layout at the checkpoint's precision (float16 widened inside the kernel, float32
+accumulation): the decode-shaped products, where MAX 26.7's matmul would need a float32 copy of
+a float16 weight on every call. CPU only; a graph that uses them is built with
+``custom_extensions=KERNEL_EXTENSIONS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from max.dtype import DType
+from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
+
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+KERNEL_EXTENSIONS = [KERNELS_DIR]
+
+
+def _rows_product(name: str, x: TensorValue, weight: TensorValue, *extra: TensorValue):
+    """Apply kernel ``name`` to ``x (..., in)`` and ``weight (out, in)`` -> ``(..., out)``."""
+    if x.dtype != DType.float32:
+        raise TypeError(f"{name} takes float32 activations, got {x.dtype}")
+    width, out_width = x.shape[-1], weight.shape[0]
+    leading = list(x.shape[:-1])
+    flat = ops.reshape(x, [-1, width]) if x.rank != 2 else x
+    (y,) = ops.custom(
+        name,
+        device=x.device,
+        values=[flat, weight, *extra],
+        out_types=[TensorType(DType.float32, [flat.shape[0], out_width], device=x.device)],
+    )
+    y = y.tensor
+    return ops.reshape(y, [*leading, out_width]) if x.rank != 2 else y
+
+
+def linear_rows(x: TensorValue, weight: TensorValue, bias: TensorValue) -> TensorValue:
+    """``x @ weight.T + bias`` with ``weight (out, in)`` float16 or float32, ``bias`` float32."""
+    return _rows_product("linear_rows", x, weight, bias)
+
+
+def matmul_rows(x: TensorValue, weight: TensorValue) -> TensorValue:
+    """``x @ weight.T`` with ``weight (out, in)`` float16 or float32 (no bias)."""
+    return _rows_product("matmul_rows", x, weight)
+
+
+def cross_attention_rows(
+    q: TensorValue, keys: TensorValue, values: TensorValue, rows: TensorValue
+) -> TensorValue:
+    """softmax(q k^T / sqrt(head_width)) v per head: ``q (b, n, width)`` against each sequence's
+    window ``rows[b]`` of ``keys``/``values`` ``(windows, heads, ctx, head_width)`` ->
+    ``(b, n, width)`` (float32 throughout; beams of one window read the same keys/values)."""
+    head_width = int(keys.shape[-1])
+    (y,) = ops.custom(
+        "cross_attention_rows",
+        device=q.device,
+        values=[q, keys, values, rows],
+        out_types=[TensorType(DType.float32, list(q.shape), device=q.device)],
+        parameters={"head_width": head_width},
+    )
+    return y.tensor
+
+
+def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
+    """One row kernel alone, every size symbolic: x ``(m, k)`` float32, w ``(n, k)``
+    ``weight_dtype`` (and b ``(n,)`` float32) -> ``(m, n)``; for the kernel checks."""
+    device = DeviceRef.CPU()
+    inputs = [
+        TensorType(DType.float32, ["m", "k"], device=device),
+        TensorType(weight_dtype, ["n", "k"], device=device),
+    ]
+    if bias:
+        inputs.append(TensorType(DType.float32, ["n"], device=device))
+    name = f"mw_{'linear' if bias else 'matmul'}_rows_{weight_dtype.name}"
+    with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
+        x, w, *b = (v.tensor for v in graph.inputs)
+        graph.output(linear_rows(x, w, b[0]) if bias else matmul_rows(x, w))
+    return graph

@@ -1,0 +1,191 @@
+"""MAX-Whisper's Mojo kernels against NumPy: random and real shapes, float16 and float32 weights,
+tails that are not a multiple of the SIMD width or of the 4-row tile, NaN propagation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from max.dtype import DType
+from max.graph import DeviceRef, Graph, TensorType
+
+from maxwhisper_lib import runtime
+from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE, compare
+from maxwhisper_lib.graphs.kernels import (
+    KERNEL_EXTENSIONS,
+    build_rows_graph,
+    cross_attention_rows,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rows_models():
+    """(weight dtype, with bias) -> the compiled single-op graph (every size symbolic)."""
+    return {
+        (dtype, bias): runtime.compile_graph(build_rows_graph(DType.from_numpy(dtype), bias), "cpu")
+        for dtype in (np.float16, np.float32)
+        for bias in (True, False)
+    }
+
+
+def run_rows(models, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    model = models[w.dtype.type, b is not None]
+    inputs = [x, w] + ([] if b is None else [b])
+    out = model.execute(*(runtime.to_device(np.ascontiguousarray(a), "cpu") for a in inputs))[0]
+    return out.to_numpy()
+
+
+def exact_product(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """The float64 product of the stored values: what float32 accumulation approximates."""
+    ref = x.astype(np.float64) @ w.astype(np.float64).T
+    return ref if b is None else ref + b.astype(np.float64)
+
+
+SHAPES = [  # (m, k, n): decode rows x input width x outputs
+    (1, 384, 51864),  # tiny.en logits, one token
+    (5, 384, 1152),  # five beams through the fused QKV projection
+    (8, 1536, 384),  # MLP out, eight sequences
+    (3, 512, 2048),  # base MLP in, odd row count
+    (17, 72, 1001),  # k not a multiple of 16, n not a multiple of 4, m past 4 x 4
+    (224, 384, 384),  # a long prompt
+]
+
+
+@pytest.mark.parametrize("weight_dtype", [np.float16, np.float32])
+@pytest.mark.parametrize(("m", "k", "n"), SHAPES)
+def test_linear_rows_matches_numpy(rows_models, weight_dtype, m, k, n):
+    rng = np.random.default_rng(m * 7 + k + n)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    w = (rng.standard_normal((n, k)) * 0.05).astype(weight_dtype)
+    b = rng.standard_normal(n).astype(np.float32)
+    out = run_rows(rows_models, x, w, b)
+    assert out.shape == (m, n)
+    _, relative = compare(out, exact_product(x, w, b))
+    assert relative < ROW_KERNEL_TOLERANCE
+
+
+@pytest.mark.parametrize("weight_dtype", [np.float16, np.float32])
+def test_matmul_rows_has_no_bias(rows_models, weight_dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 384), dtype=np.float32)
+    w = rng.standard_normal((4099, 384)).astype(weight_dtype)
+    out = run_rows(rows_models, x, w, None)
+    _, relative = compare(out, exact_product(x, w, None))
+    assert relative < ROW_KERNEL_TOLERANCE
+
+
+def test_float16_weights_are_widened_exactly(rows_models):
+    """A float16 weight gives the float32 result of its widened values (the same arithmetic as
+    openai-whisper float32 on a float16 checkpoint), not a float16 product."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 384), dtype=np.float32)
+    w16 = rng.standard_normal((256, 384)).astype(np.float16)
+    half = run_rows(rows_models, x, w16, None)
+    wide = run_rows(rows_models, x, w16.astype(np.float32), None)
+    np.testing.assert_array_equal(half, wide)
+
+
+def test_real_tiny_weights_match_numpy(rows_models, max_tiny):
+    """The model's own stored decoder weights (float16 from the checkpoint)."""
+    registry = max_tiny.registry
+    rng = np.random.default_rng(3)
+    for name in ("decoder.blocks.2.mlp.fc1", "decoder.blocks.3.attn.qkv"):
+        w, b = registry[f"{name}.weight"], registry[f"{name}.bias"]
+        assert w.dtype == np.float16 and w.shape[1] == max_tiny.dims.n_text_state
+        x = rng.standard_normal((5, w.shape[1]), dtype=np.float32)
+        _, relative = compare(run_rows(rows_models, x, w, b), exact_product(x, w, b))
+        assert relative < ROW_KERNEL_TOLERANCE
+
+
+def test_nan_propagates_and_never_passes_a_check(rows_models):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 64), dtype=np.float32)
+    w = rng.standard_normal((10, 64)).astype(np.float16)
+    w[6, 5] = np.nan
+    x[1, 9] = np.nan
+    out = run_rows(rows_models, x, w, None)
+    assert np.isnan(out[:, 6]).all()  # a NaN weight poisons its output column
+    assert np.isnan(out[1]).all()  # a NaN activation poisons its row
+    finite = np.ones_like(out, dtype=bool)
+    finite[:, 6] = False
+    finite[1] = False
+    assert np.isfinite(out[finite]).all()
+    assert all(np.isnan(compare(out, exact_product(x, w, None))))
+
+
+def test_mismatched_shapes_are_refused(rows_models):
+    x = np.zeros((1, 384), np.float32)
+    w = np.zeros((16, 383), np.float16)
+    with pytest.raises(Exception, match=r"linear_rows|\bk\b"):
+        run_rows(rows_models, x, w, None)
+
+
+# ------------------------------------------------------------------ cross-attention
+
+
+@pytest.fixture(scope="module")
+def cross_model():
+    device = DeviceRef.CPU()
+    inputs = [
+        TensorType(DType.float32, ["b", "n", 384], device=device),
+        TensorType(DType.float32, ["w", 6, "ctx", 64], device=device),
+        TensorType(DType.float32, ["w", 6, "ctx", 64], device=device),
+        TensorType(DType.int64, ["b"], device=device),
+    ]
+    with Graph(
+        "mw_cross_attention_rows", input_types=inputs, custom_extensions=KERNEL_EXTENSIONS
+    ) as g:
+        g.output(cross_attention_rows(*(v.tensor for v in g.inputs)))
+    return runtime.compile_graph(g, "cpu")
+
+
+def reference_cross_attention(q, k, v, rows):
+    """openai-whisper's attention in float64: softmax(q k^T / sqrt(dh)) v per head."""
+    b, n, width = q.shape
+    heads, dh = k.shape[1], k.shape[3]
+    qh = q.astype(np.float64).reshape(b, n, heads, dh).transpose(0, 2, 1, 3)
+    kh, vh = k[rows].astype(np.float64), v[rows].astype(np.float64)
+    scores = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(dh)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ vh).transpose(0, 2, 1, 3).reshape(b, n, width)
+
+
+def run_cross(model, q, k, v, rows):
+    arrays = [q, k, v, rows]
+    return model.execute(*(runtime.to_device(np.ascontiguousarray(a), "cpu") for a in arrays))[
+        0
+    ].to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("batch", "n_new", "windows", "ctx"), [(1, 1, 1, 1500), (5, 1, 1, 1500), (3, 4, 2, 37)]
+)
+def test_cross_attention_matches_numpy(cross_model, batch, n_new, windows, ctx):
+    rng = np.random.default_rng(batch + ctx)
+    q = rng.standard_normal((batch, n_new, 384), dtype=np.float32)
+    k = rng.standard_normal((windows, 6, ctx, 64), dtype=np.float32)
+    v = rng.standard_normal((windows, 6, ctx, 64), dtype=np.float32)
+    rows = (np.arange(batch) % windows).astype(np.int64)
+    out = run_cross(cross_model, q, k, v, rows)
+    _, relative = compare(out, reference_cross_attention(q, k, v, rows))
+    assert relative < ROW_KERNEL_TOLERANCE
+
+
+def test_cross_attention_beams_share_their_window(cross_model):
+    """Sequences reading the same window row get what a private copy of it would give."""
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((4, 1, 384), dtype=np.float32)
+    k = rng.standard_normal((2, 6, 50, 64), dtype=np.float32)
+    v = rng.standard_normal((2, 6, 50, 64), dtype=np.float32)
+    shared = run_cross(cross_model, q, k, v, np.array([1, 1, 0, 1], np.int64))
+    private = run_cross(cross_model, q, k[[1, 1, 0, 1]], v[[1, 1, 0, 1]], np.arange(4))
+    np.testing.assert_array_equal(shared, private)
+
+
+def test_cross_attention_rejects_a_window_out_of_range(cross_model):
+    q = np.zeros((1, 1, 384), np.float32)
+    k = np.zeros((1, 6, 8, 64), np.float32)
+    with pytest.raises(Exception, match="out of range"):
+        run_cross(cross_model, q, k, k, np.array([3], np.int64))

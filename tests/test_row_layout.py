@@ -1,0 +1,125 @@
+"""The decoder's row layout (weights at the checkpoint's precision for the Mojo kernels) and the
+memory-floor accounting, on toy weights: fast, nothing compiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from max.dtype import DType
+
+from maxwhisper_lib import roofline
+from maxwhisper_lib.errors import DecodingOptionsError
+from maxwhisper_lib.model import MaxWhisper
+from maxwhisper_lib.weight_mapping import (
+    ROW_LINEARS,
+    TOKEN_EMBEDDING,
+    graph_weight_shapes,
+    is_row_weight,
+    map_weights,
+    row_weight_dtype,
+)
+from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
+
+
+@pytest.fixture(scope="module")
+def toy16():
+    return random_weights(TOY_DIMS, seed=1, dtype="float16")
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_shapes_and_registry_agree(toy16, rows):
+    """One source of names and shapes: the registry holds exactly what the graphs declare."""
+    registry = map_weights(toy16, np.float32, rows=rows)
+    shapes = graph_weight_shapes(TOY_DIMS, rows=rows)
+    assert set(registry) == set(shapes)
+    assert {k: v.shape for k, v in registry.items()} == shapes
+
+
+def test_row_weights_keep_the_checkpoint_layout_and_precision(toy16):
+    src = toy16.tensors
+    registry = map_weights(toy16, np.float32, rows=True)
+    assert "decoder.logits.weight" not in registry  # the token embedding doubles as it
+    assert registry[TOKEN_EMBEDDING].dtype == np.float16
+    np.testing.assert_array_equal(registry[TOKEN_EMBEDDING], src[f"{TOKEN_EMBEDDING}.weight"])
+    block = "decoder.blocks.1"
+    np.testing.assert_array_equal(registry[f"{block}.mlp.fc1.weight"], src[f"{block}.mlp.0.weight"])
+    qkv = np.concatenate([src[f"{block}.attn.{p}.weight"] for p in ("query", "key", "value")])
+    np.testing.assert_array_equal(registry[f"{block}.attn.qkv.weight"], qkv)
+    for name, array in registry.items():
+        row = name.startswith("decoder.") and is_row_weight(name)
+        assert array.dtype == (np.float16 if row else np.float32), name
+        assert array.flags.c_contiguous
+    # the encoder and the cross-attention key/value projection keep MAX's (in, out) float32
+    assert registry[f"{block}.cross_attn.kv.weight"].shape == (16, 32)
+    assert registry["encoder.blocks.0.attn.qkv.weight"].dtype == np.float32
+
+
+def test_float32_checkpoints_stay_float32():
+    toy32 = random_weights(TOY_DIMS, seed=2, dtype="float32")
+    assert row_weight_dtype(toy32) == np.float32
+    registry = map_weights(toy32, np.float32, rows=True)
+    assert all(v.dtype == np.float32 for v in registry.values())
+
+
+def test_row_weight_names():
+    for layer in ROW_LINEARS:
+        assert is_row_weight(f"decoder.blocks.3.{layer}.weight")
+        assert is_row_weight(f"block.{layer}.weight")  # the single-block check graph's alias
+        assert not is_row_weight(f"decoder.blocks.3.{layer}.bias")
+    assert not is_row_weight("decoder.blocks.0.cross_attn.kv.weight")
+    assert is_row_weight(TOKEN_EMBEDDING)
+
+
+def test_model_uses_row_kernels_on_cpu_only(toy16):
+    model = MaxWhisper(toy16, device="cpu")
+    assert model.row_kernels and model.row_dtype == DType.float16
+    classic = MaxWhisper(toy16, device="cpu", row_kernels=False)
+    assert classic.row_dtype is None and "decoder.logits.weight" in classic.registry
+    assert "row_kernels=False" in repr(classic)
+
+
+def test_row_kernels_refused_off_the_cpu(toy16, monkeypatch):
+    from maxwhisper_lib import runtime
+
+    monkeypatch.setattr(runtime, "resolve_device_name", lambda device: "gpu")
+    with pytest.raises(DecodingOptionsError, match="CPU only"):
+        MaxWhisper(toy16, device="gpu", row_kernels=True)
+
+
+def test_decoder_step_bytes_count_what_a_step_reads(toy16):
+    dims = TOY_DIMS
+    model = MaxWhisper(toy16, device="cpu")
+    per_block = sum(
+        int(np.prod(s)) for s in [(48, 16), (16, 16), (16, 16), (16, 16), (64, 16), (16, 64)]
+    )
+    weights16 = 2 * (dims.n_vocab * 16 + dims.n_text_layer * per_block)
+    small = sum(
+        v.nbytes
+        for k, v in model.registry.items()
+        if k.startswith("decoder.")
+        and v.dtype == np.float32
+        and ".cross_attn.kv." not in k
+        and k != "decoder.positional_embedding"
+    )
+    one = roofline.decoder_step_bytes(model, batch=1)
+    assert one["weights"] == weights16 + small
+    kv = dims.n_text_layer * 2 * dims.n_audio_ctx * 16 * 4
+    cache = dims.n_text_layer * 2 * dims.n_text_ctx * 16 * 4
+    assert one["cross_attention_kv"] == kv and one["self_attention_cache"] == cache
+    assert one["logits"] == dims.n_vocab * 4
+    assert one["total"] == sum(v for k, v in one.items() if k != "total")
+    beams = roofline.decoder_step_bytes(model, batch=5, windows=1)
+    assert beams["cross_attention_kv"] == kv  # beams of one window share its keys/values
+    assert beams["self_attention_cache"] == 5 * cache
+    classic = MaxWhisper(toy16, device="cpu", row_kernels=False)
+    copies = roofline.decoder_step_bytes(classic, batch=5, windows=1)
+    assert copies["cross_attention_kv"] == 5 * kv  # one copy per sequence without the kernels
+    assert copies["weights"] > one["weights"]  # float32, and a separate logits matrix
+
+
+def test_numpy_stream_reports_bytes_and_rates():
+    results = roofline.numpy_stream(4 << 20, repeats=2, threads=2)
+    assert [r.method for r in results] == ["numpy copy", "numpy triad (2 passes)"]
+    for r in results:
+        assert r.seconds > 0 and r.gb_per_s == pytest.approx(r.bytes_moved / r.seconds / 1e9)
+    assert roofline.best_bandwidth(results) == max(r.gb_per_s for r in results)

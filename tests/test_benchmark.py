@@ -37,6 +37,7 @@ def result(max_tiny) -> bench.BenchmarkResult:
         batch_count=2,
         max_model=max_tiny,
         log=None,
+        roofline_batches=[1, 2],
     )
 
 
@@ -87,9 +88,30 @@ def test_ratios(result):
     assert "max" not in ratios and "faster-whisper-fp16" not in ratios
     row = ratios["openai-whisper"]
     assert row["max_speedup"] == pytest.approx(row["their_seconds"] / row["max_seconds"])
-    assert row["target"] == 2.0 and row["verdict"].startswith(("meets", "short by"))
+    assert row["target"] == bench.TARGETS["openai-whisper"] == 2.5
+    assert row["verdict"].startswith(("meets", "short by"))
     speedups = result.speedup_table()
     assert speedups.loc["jfk", "openai-whisper"] == pytest.approx(row["max_speedup"])
+
+
+@pytest.mark.slow
+def test_roofline_sets_decoder_steps_against_the_floor(result, max_tiny):
+    from maxwhisper_lib.roofline import decoder_step_bytes
+
+    table = result.roofline_table()
+    assert set(zip(table["engine"], table["batch"], strict=True)) == {
+        (engine, batch) for engine in ("max", "openai-whisper") for batch in (1, 2)
+    }
+    probe = result.roofline["probe_gb_per_s"]
+    assert probe == max(r["gb_per_s"] for r in result.roofline["probe"]) > 0
+    for row in table.itertuples():
+        expected = decoder_step_bytes(max_tiny, row.batch, windows=1)["total"]
+        assert row.bytes_per_step == expected
+        assert row.floor_ms == pytest.approx(expected / (probe * 1e9) * 1e3)
+        assert row.ms_per_token == pytest.approx(row.ms_per_step / row.batch)
+        assert row.floor_ratio == pytest.approx(row.ms_per_step / row.floor_ms)
+    graphs = {g["graph"] for g in result.roofline["graph_bytes"]}
+    assert graphs == {"encoder", "cross_kv", "decoder_step"}
 
 
 @pytest.mark.slow
@@ -103,6 +125,9 @@ def test_scaling_and_batch(result):
     assert (batch["files"] == 2).all()
     assert np.allclose(batch["throughput"], batch["audio_seconds"] / batch["seconds"])
     assert (batch[batch["engine"] == "max"]["wer"] == 0.0).all()
+    ours = batch[batch["engine"] == "max"]["encoder_share"]
+    assert ((ours > 0) & (ours < 1)).all()
+    assert batch[batch["engine"] != "max"]["encoder_share"].isna().all()
 
 
 @pytest.mark.slow
@@ -114,6 +139,7 @@ def test_files_written_and_loadable(result, tmp_path):
         "summary.csv",
         "scaling.csv",
         "batch.csv",
+        "roofline.csv",
     }
     data = json.loads(files["json"].read_text())
     assert data["ratios"] == json.loads(json.dumps(result.ratios()))
@@ -124,6 +150,7 @@ def test_files_written_and_loadable(result, tmp_path):
     assert list(summary["engine"]) == [e.engine for e in result.engines]
     again = bench.load_result(files["json"].parent)
     assert again.ratios() == result.ratios() and again.clips == result.clips
+    assert again.roofline_table().equals(result.roofline_table())
 
 
 @pytest.mark.slow
@@ -135,6 +162,7 @@ def test_plots(result):
         plots.plot_time_vs_length(result.scaling_table()),
         plots.plot_time_breakdown(result.breakdown_table()),
         plots.plot_batch_throughput(result.batch_table()),
+        plots.plot_roofline(result.roofline_table(), result.roofline["probe_gb_per_s"]),
     ]
     assert all(fig.axes for fig in figures)
 

@@ -45,6 +45,16 @@ def test_all_components_agree_with_the_reference_in_float32(results):
     assert all(r.relative_error < 1e-4 for r in results)
 
 
+def test_row_kernels_join_the_checks_with_their_tighter_bound(results):
+    from maxwhisper_lib.checks import ROW_KERNEL_LAYERS, ROW_KERNEL_TOLERANCE
+
+    rows = [r for r in results if r.component.startswith("row kernel ")]
+    assert len(rows) == 2 * (len(ROW_KERNEL_LAYERS) + 1)  # each layer + logits, 1 and 5 rows
+    assert {r.inputs for r in rows} == {"1 row", "5 rows"}
+    assert all(r.tolerance == ROW_KERNEL_TOLERANCE and r.passed for r in rows)
+    assert any("float16 51864x384" in r.component for r in rows)  # the tied logits weight
+
+
 def test_cached_decoding_runs_at_least_twenty_steps(results, jfk_inputs):
     _, tokens = jfk_inputs
     cached = [r for r in results if r.component.startswith("decoder.logits (prompt +")]

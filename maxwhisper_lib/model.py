@@ -2,10 +2,11 @@
 
 Weights are mapped once (:mod:`weight_mapping`) and bound to each graph at load time; graphs
 compile on first use and come from MAX's cache afterwards (:mod:`runtime`). On the CPU the
-decoder's linear layers run as MAX-Whisper's Mojo row kernels over weights kept at the
-checkpoint's precision (``row_kernels``; float16 widened exactly, float32 accumulation). Every tensor that
-decoding keeps between calls (audio features, cross-attention keys/values, the self-attention
-cache) stays on the model's device; only tokens go in and only requested logits come out.
+decoder's linear layers and cross-attention run as MAX-Whisper's Mojo kernels over weights kept
+at the checkpoint's precision (``row_kernels``; float16 widened exactly, float32 accumulation).
+Every tensor that decoding keeps between calls (audio features, cross-attention keys/values, the
+self-attention cache) stays on the model's device; only tokens go in and only requested logits
+come out.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from maxwhisper_lib.mel import (
 )
 from maxwhisper_lib.paths import data_dir
 
-TOLERANCE = 1e-4  # from openai-whisper, whose own float32 rounding reaches 8e-5
+TOLERANCE = 1e-4  # from openai-whisper, whose own float32 rounding reaches 8e-5 on dev clips
 EXACT_TOLERANCE = 1e-5  # float64 DFT stages against the same formulation in float64 numpy
 MANIFEST = list(csv.DictReader((data_dir() / "manifest.csv").open(newline="")))
 CLIP_IDS = [row["id"] for row in MANIFEST]
@@ -143,13 +143,20 @@ def test_dev_clip_matches_openai_whisper(log_mel_80, clips, row):
 
 @pytest.mark.slow
 def test_synthetic_tones_and_shortest_input(log_mel_80):
-    """Tones over faint noise: where a one-matmul float32 DFT would be off by 3e-4."""
+    """Tones over faint noise: where a one-matmul float32 DFT would be off by 3e-4.
+
+    On these tones openai-whisper's own float32 STFT strays from the exact value by up to 9e-5 on
+    an AMD EPYC and 1.1e-4 on an Intel Xeon (the 10 s tone), so against it MAX gets that
+    measured error of the reference plus the exact tolerance; MAX itself must stay within
+    ``EXACT_TOLERANCE`` of the exact (float64) result."""
     for audio in (tone(), tone(10.0), tone(level=0.9), tone(MIN_SAMPLES / SAMPLE_RATE)):
         expected = log_mel_spectrogram_reference(audio)
+        exact = log_mel_float64(audio)
         result = log_mel_80.numpy(audio)
         assert result.shape == expected.shape
-        assert np.abs(result - expected).max() < TOLERANCE
-        assert np.abs(result - log_mel_float64(audio)).max() < EXACT_TOLERANCE
+        reference_error = np.abs(expected - exact).max()
+        assert np.abs(result - expected).max() < max(TOLERANCE, reference_error + EXACT_TOLERANCE)
+        assert np.abs(result - exact).max() < EXACT_TOLERANCE
     with pytest.raises(AudioError, match="too short"):
         log_mel_80(np.zeros(MIN_SAMPLES - 1, np.float32))
 

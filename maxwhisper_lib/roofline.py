@@ -157,7 +157,7 @@ def decoder_step_bytes(
     lookups read one row per token (counted with the weights only when the table doubles as the
     logits projection)."""
     dims = model.dims
-    item = 4 if model.dtype_name == "float32" else 2
+    item = model.dtype.size_in_bytes  # activations, caches and keys/values
     width = dims.n_text_state
     tables = {"decoder.positional_embedding"}
     if "decoder.logits.weight" in model.registry:
@@ -181,7 +181,7 @@ def graph_bytes(model, batch: int = 1) -> list[dict]:
     """Per graph of ``model``: the weight bytes it binds and the input/output bytes of one call
     at ``batch`` windows (or sequences), and the resulting floor at no reuse."""
     dims = model.dims
-    item = 4 if model.dtype_name == "float32" else 2
+    item = model.dtype.size_in_bytes  # activations, caches and keys/values
     features = batch * dims.n_audio_ctx * dims.n_audio_state * item
     mel = batch * dims.n_mels * 2 * dims.n_audio_ctx * item
     cross = batch * dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state * item

@@ -22,7 +22,6 @@ from max.graph import TensorValue, ops
 import maxwhisper_lib.graphs.decoder as decoder_graphs
 from maxwhisper_lib.audio import load_audio
 from maxwhisper_lib.graphs import layers
-from maxwhisper_lib.graphs.kernels import cross_attention_rows
 from maxwhisper_lib.manifest import clip
 from maxwhisper_lib.mel import log_mel_spectrogram_reference, pad_or_trim
 from maxwhisper_lib.model import GRAPHS, MaxWhisper
@@ -50,13 +49,7 @@ def block_without_cross(x, p, n_head, cross_k, cross_v, mask, past=None, cross_r
 def block_without_self_attention(x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None):
     _q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
     x = x + L.linear(L.merge_heads(v), p, "attn.out")  # projections kept, attention dropped
-    query = L.linear(L.layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query")
-    if cross_rows is not None:
-        attended = cross_attention_rows(query, cross_k, cross_v, cross_rows)
-    else:
-        scores = L.attention_scores(L.split_heads(query, n_head), ops.transpose(cross_k, -1, -2))
-        attended = L.attend(scores, cross_v)
-    x = x + L.linear(attended, p, "cross_attn.out")
+    x, _ = L.cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)
     return x + L.mlp(L.layer_norm(x, p, "mlp_ln"), p), k_t, v, None
 
 

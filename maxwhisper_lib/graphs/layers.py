@@ -157,6 +157,27 @@ def cross_keys_values(xa: TensorValue, p: Params, n_head: int) -> tuple[TensorVa
     return split_heads(k, n_head), split_heads(v, n_head)
 
 
+def cross_attention(
+    x: TensorValue,
+    p: Params,
+    n_head: int,
+    cross_k: TensorValue,
+    cross_v: TensorValue,
+    cross_rows: TensorValue | None = None,
+) -> tuple[TensorValue, TensorValue | None]:
+    """The residual cross-attention sub-block: ``(x + attention output, scores before softmax)``;
+    with ``cross_rows`` the Mojo kernel over per-window keys/values (no scores come back), see
+    :func:`decoder_block`."""
+    query = linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query")
+    if cross_rows is not None:
+        scores = None
+        attended = cross_attention_rows(query, cross_k, cross_v, cross_rows)
+    else:
+        scores = attention_scores(split_heads(query, n_head), ops.transpose(cross_k, -1, -2))
+        attended = attend(scores, cross_v)
+    return x + linear(attended, p, "cross_attn.out"), scores
+
+
 def decoder_block(
     x: TensorValue,
     p: Params,
@@ -197,13 +218,6 @@ def decoder_block(
         attended = merge_heads(w_past @ past_v + w_new @ v)
     x = x + linear(attended, p, "attn.out")
 
-    query = linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query")
-    if cross_rows is not None:
-        cross_scores = None
-        attended = cross_attention_rows(query, cross_k, cross_v, cross_rows)
-    else:
-        cross_scores = attention_scores(split_heads(query, n_head), ops.transpose(cross_k, -1, -2))
-        attended = attend(cross_scores, cross_v)
-    x = x + linear(attended, p, "cross_attn.out")
+    x, cross_scores = cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)
     x = x + mlp(layer_norm(x, p, "mlp_ln"), p)
     return x, k_t, v, cross_scores

@@ -15,12 +15,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from max.driver import Buffer
 from max.dtype import DType
 
 from . import runtime
 from .graphs.decoder import build_decoder_block_graph, self_attention_mask
 from .graphs.encoder import build_encoder_block_graph, build_stem_graph
-from .graphs.kernels import build_rows_graph
+from .graphs.kernels import (
+    build_cross_attention_graph,
+    build_rows_graph,
+    build_self_attention_graph,
+)
 from .model import MaxWhisper, host_float32
 from .reference import TorchBackend
 from .weight_mapping import TOKEN_EMBEDDING, select_block
@@ -81,6 +86,37 @@ def compare(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return float(np.abs(diff).max()), float(np.linalg.norm(diff) / np.linalg.norm(reference))
 
 
+def cross_attention_reference(q, k, v, rows) -> np.ndarray:
+    """openai-whisper's attention in float64: softmax(q k^T / sqrt(dh)) v per head, sequence
+    ``b`` over window ``rows[b]`` of ``k``/``v`` ``(windows, heads, ctx, dh)``."""
+    b, n, width = q.shape
+    heads, dh = k.shape[1], k.shape[3]
+    qh = q.astype(np.float64).reshape(b, n, heads, dh).transpose(0, 2, 1, 3)
+    kh, vh = k[rows].astype(np.float64), v[rows].astype(np.float64)
+    scores = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(dh)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ vh).transpose(0, 2, 1, 3).reshape(b, n, width)
+
+
+def causal_attention_reference(qkv_steps: Sequence[np.ndarray], heads: int) -> np.ndarray:
+    """float64 causal self-attention of the last step's positions over every position so far;
+    each step is a fused ``(b, n, 3 * width)`` projection (queries, keys, values)."""
+    q, k, v = np.split(np.concatenate(qkv_steps, axis=1).astype(np.float64), 3, axis=-1)
+    b, total, width = q.shape
+    n, dh = qkv_steps[-1].shape[1], width // heads
+
+    def split(x):
+        return x.reshape(b, total, heads, dh).transpose(0, 2, 1, 3)
+
+    scores = split(q)[:, :, total - n :] @ split(k).transpose(0, 1, 3, 2) / np.sqrt(dh)
+    visible = np.arange(total)[None, :] <= np.arange(total - n, total)[:, None]
+    scores = np.where(visible, scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ split(v)).transpose(0, 2, 1, 3).reshape(b, n, width)
+
+
 class KernelChecks:
     """Runs the component checks of one model on one device/dtype."""
 
@@ -99,7 +135,7 @@ class KernelChecks:
         self.tolerance = TOLERANCES[self.model.dtype_name]
         self.rng = np.random.default_rng(seed)
         self.results: list[CheckResult] = []
-        self._graphs: dict[tuple[str, bool], object] = {}  # row-kernel graphs by weight dtype, bias
+        self._graphs: dict[object, object] = {}  # kernel graphs: (weight dtype, bias) or kind
 
     # -- helpers --------------------------------------------------------------------------
     def _record(
@@ -317,6 +353,70 @@ class KernelChecks:
                 )
                 compile_s = 0.0
 
+    def check_attention_kernels(self, rows: Sequence[int] = (1, 5), prompt: int = 3) -> None:
+        """The step's attention kernels at the model's shapes against NumPy float64: the cached
+        self-attention over a ``prompt`` then one more token (keys/values it writes itself), and
+        cross-attention over one window shared by ``rows`` sequences. CPU row kernels only."""
+        if not self.model.row_kernels:
+            return
+        dims = self.dims
+        heads, width = dims.n_text_head, dims.n_text_state
+        head_width = width // heads
+        graphs = {
+            "self": build_self_attention_graph(heads, head_width, dims.n_text_ctx),
+            "cross": build_cross_attention_graph(heads, head_width),
+        }
+        for n_rows in rows:
+            compile_s = {}
+            for kind, graph in graphs.items():
+                if kind not in self._graphs:
+                    self._graphs[kind], compile_s[kind] = self._timed(
+                        lambda g=graph: runtime.compile_graph(g, "cpu")
+                    )
+            cache = [
+                Buffer.zeros([n_rows, heads, dims.n_text_ctx, head_width], DType.float32)
+                for _ in range(2)
+            ]
+            steps = [self._random(n_rows, n, 3 * width) for n in (prompt, 1)]
+            offset = 0
+            for step in steps:
+                out, run_s = self._timed(
+                    lambda s=step, o=offset, c=cache: host_float32(
+                        self._graphs["self"].execute(
+                            self.model.to_device(s), np.array(o, np.int64), *c
+                        )[0]
+                    )
+                )
+                offset += step.shape[1]
+            self._record(
+                f"attention kernel, cached self-attention ({heads} heads x {head_width})",
+                f"{n_rows} seq, {prompt} cached + 1",
+                "self_attention_cached",
+                out,
+                causal_attention_reference(steps, heads),
+                compile_s.get("self", 0.0),
+                run_s,
+                ROW_KERNEL_TOLERANCE,
+            )
+            q = self._random(n_rows, 1, width)
+            k, v = (self._random(1, heads, dims.n_audio_ctx, head_width) for _ in range(2))
+            shared = np.zeros(n_rows, np.int64)
+            out, run_s = self._timed(
+                lambda i=(q, k, v, shared): host_float32(
+                    self._graphs["cross"].execute(*(self.model.to_device(a) for a in i))[0]
+                )
+            )
+            self._record(
+                f"attention kernel, cross-attention ({heads} heads x {dims.n_audio_ctx})",
+                f"{n_rows} seq, 1 window",
+                "cross_attention_rows",
+                out,
+                cross_attention_reference(q, k, v, shared),
+                compile_s.get("cross", 0.0),
+                run_s,
+                ROW_KERNEL_TOLERANCE,
+            )
+
     # -- all ------------------------------------------------------------------------------
     def run(self, mel: np.ndarray, tokens: np.ndarray, batch: int = 2) -> list[CheckResult]:
         """All checks on random inputs (``batch`` rows) and on the real ``mel``/``tokens``."""
@@ -338,6 +438,7 @@ class KernelChecks:
         self.check_decoding(real_mel, real_tokens, "real")
         self.check_alignment(real_mel, real_tokens, "real")
         self.check_row_kernels()
+        self.check_attention_kernels()
         return self.results
 
 

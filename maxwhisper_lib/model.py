@@ -37,8 +37,8 @@ from .weights.canonical import WhisperWeights
 
 GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 
-ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "alignment"})
-"""Graphs built with the row kernels when the model uses them (they take ``row_dtype``)."""
+ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "reorder", "alignment"})
+"""Graphs built for the row kernels when the model uses them (they take ``row_dtype``)."""
 
 GRAPHS: dict[str, GraphBuilder] = {
     "encoder": build_encoder_graph,
@@ -99,7 +99,9 @@ class MaxDecoderSession:
         device = runtime.get_device(model.device_name)
         self.caches = [
             Buffer.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
-            for t in cache_types(model.dims, model.dtype, DeviceRef.from_device(device))
+            for t in cache_types(
+                model.dims, model.dtype, DeviceRef.from_device(device), rows=self.per_window
+            )
         ]
         self._length = 0
 

@@ -147,13 +147,14 @@ def _decoder_step_weight(name: str) -> bool:
 
 
 def decoder_step_bytes(
-    model, batch: int, n_new: int = 1, windows: int | None = None
+    model, batch: int, n_new: int = 1, windows: int | None = None, cached: int | None = None
 ) -> dict[str, int]:
     """What one decoder step of ``model`` (a :class:`~maxwhisper_lib.model.MaxWhisper`) must
     read for ``batch`` sequences over ``windows`` audio windows (default: one each): its weights
     once (in the precision they are stored in on the device), the cross-attention keys/values
-    once per window when sequences share them (the row kernels) else once per sequence, each
-    sequence's full-capacity self-attention cache, and the logits it writes back. Embedding
+    once per window when sequences share them (the row kernels) else once per sequence, the
+    ``cached`` filled positions of each sequence's self-attention cache (default: its full
+    capacity) plus the new ones it writes, and the logits it writes back. Embedding
     lookups read one row per token (counted with the weights only when the table doubles as the
     logits projection)."""
     dims = model.dims
@@ -166,7 +167,8 @@ def decoder_step_bytes(
     shared = getattr(model, "row_kernels", False)
     readers = (batch if windows is None else windows) if shared else batch
     cross = readers * dims.n_text_layer * 2 * dims.n_audio_ctx * width * item
-    cache = batch * dims.n_text_layer * 2 * dims.n_text_ctx * width * item
+    positions = dims.n_text_ctx if cached is None else min(cached + n_new, dims.n_text_ctx)
+    cache = batch * dims.n_text_layer * 2 * positions * width * item
     logits = batch * n_new * dims.n_vocab * FLOAT32
     return {
         "weights": weights,
@@ -250,7 +252,9 @@ def decoder_steps(
 ) -> list[StepResult]:
     """Each engine's median one-token step per batch size (``batch`` beams of one window; the
     engines' steps interleaved one by one, so load on the machine hits them alike), with the
-    floor of the bytes ``bytes_model`` (a MaxWhisper; default: each MAX engine itself) must read."""
+    floor of the bytes ``bytes_model`` (a MaxWhisper; default: each MAX engine itself) must read
+    at the median step's cache length."""
+    cached = len(prompt) + (steps + 2) // 2
     rows = []
     for batch in batch_sizes:
         step = {name: step_sessions(b, mel, batch, prompt) for name, b in engines.items()}
@@ -263,7 +267,11 @@ def decoder_steps(
         for name, backend in engines.items():
             seconds = statistics.median(times[name][2:])  # two warm-up steps left out
             counter = bytes_model or (backend if hasattr(backend, "registry") else None)
-            step_bytes = decoder_step_bytes(counter, batch, windows=1)["total"] if counter else None
+            step_bytes = (
+                decoder_step_bytes(counter, batch, windows=1, cached=cached)["total"]
+                if counter
+                else None
+            )
             floor = step_bytes / (probe_gb_per_s * 1e9) if step_bytes and probe_gb_per_s else None
             rows.append(
                 StepResult(

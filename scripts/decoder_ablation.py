@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from max.graph import TensorValue, ops
+from max.graph import TensorValue
 
 import maxwhisper_lib.graphs.decoder as decoder_graphs
 from maxwhisper_lib.audio import load_audio
@@ -30,25 +30,20 @@ from maxwhisper_lib.weights import load_weights
 L = layers
 
 
-def _self_attention(x, p, n_head, mask, past):
-    q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    past_k_t, past_v = past
-    capacity = past_k_t.shape[-1]
-    scores = ops.concat([L.attention_scores(q, past_k_t), L.attention_scores(q, k_t)], axis=-1)
-    weights = ops.softmax(scores + mask)
-    w_past = weights[:, :, :, :capacity]
-    w_new = weights[:, :, :, (slice(int(capacity), None), x.shape[1])]
-    return x + L.linear(L.merge_heads(w_past @ past_v + w_new @ v), p, "attn.out"), k_t, v
-
-
-def block_without_cross(x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None):
-    x, k_t, v = _self_attention(x, p, n_head, mask, past)
+def block_without_cross(
+    x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None, cache=None
+):
+    x, k_t, v = L.self_attention(x, p, n_head, mask, past, cache)
     return x + L.mlp(L.layer_norm(x, p, "mlp_ln"), p), k_t, v, None
 
 
-def block_without_self_attention(x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None):
+def block_without_self_attention(
+    x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None, cache=None
+):
     _q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
     x = x + L.linear(L.merge_heads(v), p, "attn.out")  # projections kept, attention dropped
+    if cache is not None:  # the step graph stores nothing itself when the kernel would have
+        k_t = v = None
     x, _ = L.cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)
     return x + L.mlp(L.layer_norm(x, p, "mlp_ln"), p), k_t, v, None
 

@@ -55,6 +55,22 @@ def test_row_kernels_join_the_checks_with_their_tighter_bound(results):
     assert any("float16 51864x384" in r.component for r in rows)  # the tied logits weight
 
 
+def test_attention_kernels_join_the_checks_at_the_models_shapes(results):
+    from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE
+
+    rows = [r for r in results if r.component.startswith("attention kernel")]
+    assert (
+        sorted(r.graph for r in rows)
+        == ["cross_attention_rows"] * 2 + ["self_attention_cached"] * 2
+    )
+    assert {r.inputs for r in rows if r.graph == "self_attention_cached"} == {
+        "1 seq, 3 cached + 1",
+        "5 seq, 3 cached + 1",
+    }
+    assert all(r.tolerance == ROW_KERNEL_TOLERANCE and r.passed for r in rows)
+    assert all(r.shape[-1] == 384 for r in rows)
+
+
 def test_cached_decoding_runs_at_least_twenty_steps(results, jfk_inputs):
     _, tokens = jfk_inputs
     cached = [r for r in results if r.component.startswith("decoder.logits (prompt +")]

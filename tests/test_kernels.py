@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from max.driver import Buffer
 from max.dtype import DType
-from max.graph import DeviceRef, Graph, TensorType
 
 from maxwhisper_lib import runtime
-from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE, compare
+from maxwhisper_lib.checks import (
+    ROW_KERNEL_TOLERANCE,
+    causal_attention_reference,
+    compare,
+    cross_attention_reference,
+)
 from maxwhisper_lib.graphs.kernels import (
-    KERNEL_EXTENSIONS,
+    build_cross_attention_graph,
     build_rows_graph,
-    cross_attention_rows,
+    build_self_attention_graph,
 )
 
 pytestmark = pytest.mark.slow
@@ -126,30 +131,7 @@ def test_mismatched_shapes_are_refused(rows_models):
 
 @pytest.fixture(scope="module")
 def cross_model():
-    device = DeviceRef.CPU()
-    inputs = [
-        TensorType(DType.float32, ["b", "n", 384], device=device),
-        TensorType(DType.float32, ["w", 6, "ctx", 64], device=device),
-        TensorType(DType.float32, ["w", 6, "ctx", 64], device=device),
-        TensorType(DType.int64, ["b"], device=device),
-    ]
-    with Graph(
-        "mw_cross_attention_rows", input_types=inputs, custom_extensions=KERNEL_EXTENSIONS
-    ) as g:
-        g.output(cross_attention_rows(*(v.tensor for v in g.inputs)))
-    return runtime.compile_graph(g, "cpu")
-
-
-def reference_cross_attention(q, k, v, rows):
-    """openai-whisper's attention in float64: softmax(q k^T / sqrt(dh)) v per head."""
-    b, n, width = q.shape
-    heads, dh = k.shape[1], k.shape[3]
-    qh = q.astype(np.float64).reshape(b, n, heads, dh).transpose(0, 2, 1, 3)
-    kh, vh = k[rows].astype(np.float64), v[rows].astype(np.float64)
-    scores = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(dh)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    return (weights @ vh).transpose(0, 2, 1, 3).reshape(b, n, width)
+    return runtime.compile_graph(build_cross_attention_graph(6, 64), "cpu")
 
 
 def run_cross(model, q, k, v, rows):
@@ -169,7 +151,7 @@ def test_cross_attention_matches_numpy(cross_model, batch, n_new, windows, ctx):
     v = rng.standard_normal((windows, 6, ctx, 64), dtype=np.float32)
     rows = (np.arange(batch) % windows).astype(np.int64)
     out = run_cross(cross_model, q, k, v, rows)
-    _, relative = compare(out, reference_cross_attention(q, k, v, rows))
+    _, relative = compare(out, cross_attention_reference(q, k, v, rows))
     assert relative < ROW_KERNEL_TOLERANCE
 
 
@@ -189,3 +171,53 @@ def test_cross_attention_rejects_a_window_out_of_range(cross_model):
     k = np.zeros((1, 6, 8, 64), np.float32)
     with pytest.raises(Exception, match="out of range"):
         run_cross(cross_model, q, k, k, np.array([3], np.int64))
+
+
+# ------------------------------------------------------------------ cached self-attention
+
+HEADS, HEAD_WIDTH, CAPACITY = 6, 64, 16
+WIDTH = HEADS * HEAD_WIDTH
+
+
+@pytest.fixture(scope="module")
+def self_model():
+    return runtime.compile_graph(build_self_attention_graph(HEADS, HEAD_WIDTH, CAPACITY), "cpu")
+
+
+def run_self(model, qkv: np.ndarray, offset: int, keys: Buffer, values: Buffer) -> np.ndarray:
+    inputs = [runtime.to_device(np.ascontiguousarray(qkv), "cpu"), np.array(offset, np.int64)]
+    return model.execute(*inputs, keys, values)[0].to_numpy()
+
+
+def test_self_attention_decodes_like_full_causal_attention(self_model):
+    """A prompt, then single tokens, then two at once: each step attends to everything so far,
+    the cache holds exactly the keys/values written, and slots past them are never read."""
+    rng = np.random.default_rng(3)
+    batch = 2
+    unused = np.full((batch, HEADS, CAPACITY, HEAD_WIDTH), np.nan, np.float32)
+    keys, values = Buffer.from_numpy(unused.copy()), Buffer.from_numpy(unused.copy())
+    steps, offset = [], 0
+    for n in (3, 1, 1, 2):
+        steps.append(rng.standard_normal((batch, n, 3 * WIDTH), dtype=np.float32))
+        out = run_self(self_model, steps[-1], offset, keys, values)
+        offset += n
+        assert np.isfinite(out).all()  # the NaN slots past the filled ones were not read
+        _, relative = compare(out, causal_attention_reference(steps, HEADS))
+        assert relative < ROW_KERNEL_TOLERANCE
+    _, k, v = np.split(np.concatenate(steps, axis=1), 3, axis=-1)
+    cached_k = keys.to_numpy()
+    np.testing.assert_array_equal(
+        cached_k[:, :, :offset], k.reshape(batch, offset, HEADS, HEAD_WIDTH).transpose(0, 2, 1, 3)
+    )
+    np.testing.assert_array_equal(
+        values.to_numpy()[:, :, :offset],
+        v.reshape(batch, offset, HEADS, HEAD_WIDTH).transpose(0, 2, 1, 3),
+    )
+    assert np.isnan(cached_k[:, :, offset:]).all()
+
+
+def test_self_attention_refuses_positions_past_the_cache(self_model):
+    keys = Buffer.from_numpy(np.zeros((1, HEADS, CAPACITY, HEAD_WIDTH), np.float32))
+    qkv = np.zeros((1, 2, 3 * WIDTH), np.float32)
+    with pytest.raises(Exception, match="do not fit the cache"):
+        run_self(self_model, qkv, CAPACITY - 1, keys, keys)

@@ -111,6 +111,8 @@ def test_decoder_step_bytes_count_what_a_step_reads(toy16):
     beams = roofline.decoder_step_bytes(model, batch=5, windows=1)
     assert beams["cross_attention_kv"] == kv  # beams of one window share its keys/values
     assert beams["self_attention_cache"] == 5 * cache
+    filled = roofline.decoder_step_bytes(model, batch=1, cached=9)  # 9 cached + 1 new position
+    assert filled["self_attention_cache"] == cache * 10 // dims.n_text_ctx
     classic = MaxWhisper(toy16, device="cpu", row_kernels=False)
     copies = roofline.decoder_step_bytes(classic, batch=5, windows=1)
     assert copies["cross_attention_kv"] == 5 * kv  # one copy per sequence without the kernels

@@ -9,6 +9,8 @@
   once every block is done. (Writing each block's slot before the next block reads makes
   MAX 26.7's compiler crash; writing last keeps one read and one write per buffer.) Positions and
   attention masks come from the host (:func:`self_attention_mask`), see ``layers.decoder_block``.
+  With ``row_dtype`` each block's self-attention is instead one Mojo kernel that writes its new
+  keys/values into the buffers in place and reads only the filled slots (the mask is unused).
 * ``build_reorder_graph``: beam search moves cache rows (gather along the batch).
 * ``build_alignment_graph``: one uncached pass returning logits and every head's cross-attention
   scores, for word timestamps.
@@ -42,12 +44,17 @@ def head_width(dims: ModelDimensions) -> int:
     return dims.n_text_state // dims.n_text_head
 
 
-def cache_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[BufferType]:
-    """Per block: keys ``(batch, heads, head_width, n_text_ctx)``, values ``(…, ctx, head_width)``."""
+def cache_types(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, rows: bool = False
+) -> list[BufferType]:
+    """Per block: keys ``(batch, heads, head_width, n_text_ctx)``, values ``(…, ctx, head_width)``;
+    with ``rows`` (the self-attention kernel's layout) keys ``(…, ctx, head_width)`` too."""
     h, dh, cap = dims.n_text_head, head_width(dims), dims.n_text_ctx
     types = []
     for _ in range(dims.n_text_layer):
-        types.append(BufferType(dtype, [BATCH, h, dh, cap], device=device))
+        types.append(
+            BufferType(dtype, [BATCH, h, cap, dh] if rows else [BATCH, h, dh, cap], device=device)
+        )
         types.append(BufferType(dtype, [BATCH, h, cap, dh], device=device))
     return types
 
@@ -134,8 +141,8 @@ def build_decoder_step_graph(
     """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
     self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, [with
     ``row_dtype``: each sequence's window row ``(batch,)``], cross keys/values (per sequence, or
-    per window with ``row_dtype``), then the cache buffers -> logits ``(batch, n_logits,
-    n_vocab)`` (float32)."""
+    per window with ``row_dtype``), then the cache buffers (:func:`cache_types`, in the rows
+    layout with ``row_dtype``) -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
     p = decoder_params(dims, dtype, device, row_dtype)
     cap = dims.n_text_ctx
     per_window = row_dtype is not None
@@ -147,7 +154,7 @@ def build_decoder_step_graph(
         TensorType(DType.int64, [N_LOGITS], device=device),
         *([TensorType(DType.int64, [BATCH], device=device)] if per_window else []),
         *cross_types(dims, dtype, device, per_window),
-        *cache_types(dims, dtype, device),
+        *cache_types(dims, dtype, device, rows=per_window),
     ]
     with Graph(
         "whisper_decoder_step", input_types=inputs, custom_extensions=extensions(row_dtype)
@@ -164,10 +171,23 @@ def build_decoder_step_graph(
         writes = []
         for i in range(dims.n_text_layer):
             k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
-            past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
             block = p.scope(f"decoder.blocks.{i}")
+            cross_k, cross_v = cross[2 * i], cross[2 * i + 1]
+            if per_window:  # the self-attention kernel writes the cache itself
+                x, *_ = decoder_block(
+                    x,
+                    block,
+                    dims.n_text_head,
+                    cross_k,
+                    cross_v,
+                    mask,
+                    cross_rows=cross_rows,
+                    cache=(k_buffer, v_buffer, offset),
+                )
+                continue
+            past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
             x, new_k, new_v, _ = decoder_block(
-                x, block, dims.n_text_head, cross[2 * i], cross[2 * i + 1], mask, past, cross_rows
+                x, block, dims.n_text_head, cross_k, cross_v, mask, past
             )
             writes.append((k_buffer, v_buffer, new_k, new_v))
         new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
@@ -178,9 +198,13 @@ def build_decoder_step_graph(
     return graph
 
 
-def build_reorder_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
-    """source rows ``(batch,)`` then the cache buffers: row ``i`` becomes old row ``source[i]``."""
-    inputs = [TensorType(DType.int64, [BATCH], device=device), *cache_types(dims, dtype, device)]
+def build_reorder_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+) -> Graph:
+    """source rows ``(batch,)`` then the cache buffers: row ``i`` becomes old row ``source[i]``
+    (the caches in the step graph's layout for the same ``row_dtype``)."""
+    caches = cache_types(dims, dtype, device, rows=row_dtype is not None)
+    inputs = [TensorType(DType.int64, [BATCH], device=device), *caches]
     with Graph("whisper_cache_reorder", input_types=inputs) as graph:
         source = graph.inputs[0].tensor
         buffers = [v.buffer for v in graph.inputs[1:]]

@@ -3,7 +3,9 @@
 ``linear_rows`` and ``matmul_rows`` multiply activations by a weight kept in openai-whisper's
 ``(out, in)`` layout at the checkpoint's precision (float16 widened inside the kernel, float32
 accumulation): the decode-shaped products, where MAX 26.7's matmul would need a float32 copy of
-a float16 weight on every call. CPU only; a graph that uses them is built with
+a float16 weight on every call. ``cross_attention_rows`` and ``self_attention_cached`` are the
+decoder step's attention over stored keys/values (the latter writes the new positions into the
+cache itself and reads only its filled slots). CPU only; a graph that uses them is built with
 ``custom_extensions=KERNEL_EXTENSIONS``.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from max.dtype import DType
-from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
+from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, ops
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 KERNEL_EXTENSIONS = [KERNELS_DIR]
@@ -62,6 +64,30 @@ def cross_attention_rows(
     return y.tensor
 
 
+def self_attention_cached(
+    qkv: TensorValue, offset: TensorValue, keys: BufferValue, values: BufferValue
+) -> TensorValue:
+    """Causal self-attention of ``n`` new positions over a key/value cache, in place.
+
+    ``qkv (b, n, 3 * width)`` is the fused projection (queries, keys, values side by side),
+    ``offset`` (a scalar or ``(1,)`` int64) the number of positions already cached, and
+    ``keys``/``values`` the cache buffers ``(b, heads, capacity, head_width)``: the new keys and
+    values are written at ``offset .. offset + n - 1`` and position ``t`` attends to slots
+    ``0 .. offset + t``. Returns ``(b, n, width)`` float32.
+    """
+    head_width = int(keys.shape[-1])
+    width = int(keys.shape[1]) * head_width
+    batch, n_new = qkv.shape[0], qkv.shape[1]
+    (y,) = ops.inplace_custom(
+        "self_attention_cached",
+        device=qkv.device,
+        values=[qkv, ops.reshape(offset, [1]), keys, values],
+        out_types=[TensorType(DType.float32, [batch, n_new, width], device=qkv.device)],
+        parameters={"head_width": head_width},
+    )
+    return y.tensor
+
+
 def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
     """One row kernel alone, every size symbolic: x ``(m, k)`` float32, w ``(n, k)``
     ``weight_dtype`` (and b ``(n,)`` float32) -> ``(m, n)``; for the kernel checks."""
@@ -76,4 +102,40 @@ def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
     with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
         x, w, *b = (v.tensor for v in graph.inputs)
         graph.output(linear_rows(x, w, b[0]) if bias else matmul_rows(x, w))
+    return graph
+
+
+def build_cross_attention_graph(heads: int, head_width: int) -> Graph:
+    """``cross_attention_rows`` alone: q ``(b, n, width)``, keys/values ``(windows, heads, ctx,
+    head_width)`` and rows ``(b,)`` -> ``(b, n, width)``; for the kernel checks."""
+    device = DeviceRef.CPU()
+    stored = TensorType(DType.float32, ["windows", heads, "ctx", head_width], device=device)
+    inputs = [
+        TensorType(DType.float32, ["b", "n", heads * head_width], device=device),
+        stored,
+        stored,
+        TensorType(DType.int64, ["b"], device=device),
+    ]
+    name = f"mw_cross_attention_rows_{heads}x{head_width}"
+    with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
+        graph.output(cross_attention_rows(*(v.tensor for v in graph.inputs)))
+    return graph
+
+
+def build_self_attention_graph(heads: int, head_width: int, capacity: int) -> Graph:
+    """``self_attention_cached`` alone: qkv ``(b, n, 3 * width)``, the offset ``()`` and the
+    key/value cache buffers ``(b, heads, capacity, head_width)`` -> ``(b, n, width)``."""
+    device = DeviceRef.CPU()
+    cache = BufferType(DType.float32, ["b", heads, capacity, head_width], device=device)
+    inputs = [
+        TensorType(DType.float32, ["b", "n", 3 * heads * head_width], device=device),
+        TensorType(DType.int64, [], device=device),
+        cache,
+        cache,
+    ]
+    name = f"mw_self_attention_cached_{heads}x{head_width}x{capacity}"
+    with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
+        qkv, offset = graph.inputs[0].tensor, graph.inputs[1].tensor
+        keys, values = graph.inputs[2].buffer, graph.inputs[3].buffer
+        graph.output(self_attention_cached(qkv, offset, keys, values))
     return graph

@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping
 
 from max.dtype import DType
-from max.graph import DeviceRef, TensorValue, Weight, ops
+from max.graph import BufferValue, DeviceRef, TensorValue, Weight, ops
 
 from ..weight_mapping import is_row_weight
-from .kernels import cross_attention_rows, linear_rows
+from .kernels import cross_attention_rows, linear_rows, self_attention_cached
 
 LAYER_NORM_EPS = 1e-5
 
@@ -178,6 +178,45 @@ def cross_attention(
     return x + linear(attended, p, "cross_attn.out"), scores
 
 
+def _attend_self(
+    q: TensorValue,
+    k_t: TensorValue,
+    v: TensorValue,
+    mask: TensorValue,
+    past: tuple[TensorValue, TensorValue] | None,
+) -> TensorValue:
+    """MAX ops: the new positions attend to ``past`` (if any) and to each other under ``mask``."""
+    if past is None:
+        return attend(attention_scores(q, k_t), v, mask)
+    past_k_t, past_v = past
+    capacity = past_k_t.shape[-1]
+    scores = ops.concat([attention_scores(q, past_k_t), attention_scores(q, k_t)], axis=-1)
+    weights = ops.softmax(scores + mask)
+    if weights.dtype != v.dtype:
+        weights = ops.cast(weights, v.dtype)
+    w_past = weights[:, :, :, :capacity]
+    w_new = weights[:, :, :, (slice(int(capacity), None), q.shape[2])]
+    return merge_heads(w_past @ past_v + w_new @ v)
+
+
+def self_attention(
+    x: TensorValue,
+    p: Params,
+    n_head: int,
+    mask: TensorValue,
+    past: tuple[TensorValue, TensorValue] | None = None,
+    cache: tuple[BufferValue, BufferValue, TensorValue] | None = None,
+) -> tuple[TensorValue, TensorValue | None, TensorValue | None]:
+    """The residual self-attention sub-block of :func:`decoder_block` (see there):
+    ``(x + attention output, new keys transposed, new values)``, no keys/values with ``cache``."""
+    if cache is not None:
+        qkv = linear(layer_norm(x, p, "attn_ln"), p, "attn.qkv")
+        attended = self_attention_cached(qkv, cache[2], cache[0], cache[1])
+        return x + linear(attended, p, "attn.out"), None, None
+    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
+    return x + linear(_attend_self(q, k_t, v, mask, past), p, "attn.out"), k_t, v
+
+
 def decoder_block(
     x: TensorValue,
     p: Params,
@@ -187,37 +226,30 @@ def decoder_block(
     self_mask: TensorValue,
     past: tuple[TensorValue, TensorValue] | None = None,
     cross_rows: TensorValue | None = None,
-) -> tuple[TensorValue, TensorValue, TensorValue, TensorValue | None]:
+    cache: tuple[BufferValue, BufferValue, TensorValue] | None = None,
+) -> tuple[TensorValue, TensorValue | None, TensorValue | None, TensorValue | None]:
     """Residual block of the text decoder for ``n_new`` new positions.
 
     ``past`` is this block's cached keys ``(b, h, dh, cap)`` and values ``(b, h, cap, dh)``; the
     new positions attend to the cache and to each other under ``self_mask``, an additive float32
     mask ``(n_new, cap + n_new)`` (``(n_new, n_new)`` without a cache) built by the caller: masks
     computed inside the graph from ``ops.range`` are silently dropped by MAX 26.7's CPU fusion of
-    mask + softmax, so they are graph inputs. No cache is read or written here.
+    mask + softmax, so they are graph inputs. Without ``cache`` no buffer is read or written here.
 
     With ``cross_rows`` (the CPU step graph) ``cross_k``/``cross_v`` hold one window each,
     ``(windows, h, ctx, dh)``, sequence ``b`` attends to window ``cross_rows[b]``, and the
     cross-attention runs as the Mojo kernel (no scores come back).
 
-    Returns ``(x, new_k_t, new_v, cross_scores)``: the block output, the new positions' keys and
-    values (for the caller to store), and the cross-attention scores before softmax (or None).
-    """
-    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    if past is None:
-        attended = attend(attention_scores(q, k_t), v, self_mask)
-    else:
-        past_k_t, past_v = past
-        capacity = past_k_t.shape[-1]
-        scores = ops.concat([attention_scores(q, past_k_t), attention_scores(q, k_t)], axis=-1)
-        weights = ops.softmax(scores + self_mask)
-        if weights.dtype != v.dtype:
-            weights = ops.cast(weights, v.dtype)
-        w_past = weights[:, :, :, :capacity]
-        w_new = weights[:, :, :, (slice(int(capacity), None), x.shape[1])]
-        attended = merge_heads(w_past @ past_v + w_new @ v)
-    x = x + linear(attended, p, "attn.out")
+    With ``cache`` (the CPU step graph: this block's key and value buffers, both ``(b, h, cap,
+    dh)``, and the number of positions they hold) the self-attention is the Mojo kernel, which
+    writes the new keys/values into the buffers itself and reads only their filled slots;
+    ``past`` and ``self_mask`` are then unused and no new keys/values come back.
 
+    Returns ``(x, new_k_t, new_v, cross_scores)``: the block output, the new positions' keys and
+    values (for the caller to store; None with ``cache``), and the cross-attention scores before
+    softmax (or None).
+    """
+    x, k_t, v = self_attention(x, p, n_head, self_mask, past, cache)
     x, cross_scores = cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)
     x = x + mlp(layer_norm(x, p, "mlp_ln"), p)
     return x, k_t, v, cross_scores

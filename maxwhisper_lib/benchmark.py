@@ -51,6 +51,8 @@ ENGINES = (
     "faster-whisper-int8",
     "faster-whisper-fp32",
     "faster-whisper-fp16",
+    "whisper.cpp-f16",
+    "whisper.cpp-q8_0",
 )
 TARGETS = {"faster-whisper-fp32": 1.5, "openai-whisper": 2.5, "faster-whisper-int8": 1.0}
 """MAX's end-to-end speed-up the issue asks for, per peer."""
@@ -309,6 +311,78 @@ class FasterWhisperEngine(Engine):
         return [_from_segments(segments, wall) for segments in outputs]
 
 
+WHISPER_CPP_KINDS = ("f16", "q8_0")
+"""whisper.cpp engine suffix -> the ggml file kind it runs."""
+
+
+class WhisperCppEngine(Engine):
+    """whisper.cpp (``pywhispercpp``) on a ggml file written from the extracted weights
+    (:mod:`maxwhisper_lib.weights.ggml`: ``f16`` or ``q8_0``), greedy at temperature 0 with no
+    fallback, conditioned on the previous text, the same threads as the other CPU engines."""
+
+    def __init__(self, model: str, device: str, kind: str) -> None:
+        try:
+            import pywhispercpp  # noqa: F401
+        except ImportError as error:
+            raise EngineUnavailable(f"pywhispercpp is not installed ({error})") from error
+        if resolve_device_name(device) != "cpu":
+            raise EngineUnavailable("the pywhispercpp wheel runs whisper.cpp on the CPU only")
+        self.model_name, self.kind = model, kind
+        self.name = f"whisper.cpp-{kind}"
+        self.threads = machine.usable_cores()
+        self.model = None
+        self.tokenizer = None
+        self.language = "en"
+
+    def load(self) -> dict[str, float]:
+        from pywhispercpp.model import Model
+
+        from .tokenizer import get_tokenizer
+        from .weights import ggml_path, load_weights
+
+        dims = load_weights(self.model_name).dims
+        self.tokenizer = get_tokenizer(dims, language="en", task="transcribe")
+        self.language = "auto" if dims.is_multilingual else "en"  # as the others: detected
+        start = time.perf_counter()
+        path = ggml_path(self.model_name, self.kind)
+        convert = time.perf_counter() - start
+        self.model = Model(
+            str(path),
+            n_threads=self.threads,
+            print_progress=False,
+            print_realtime=False,
+            redirect_whispercpp_logs_to=None,
+        )
+        return {"ggml_file": convert}
+
+    def settings(self) -> dict:
+        return {"device": "cpu", "weights": f"ggml {self.kind}", "n_threads": self.threads}
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        import _pywhispercpp as pw
+
+        start = time.perf_counter()
+        self.model.transcribe(
+            np.ascontiguousarray(audio, dtype=np.float32),
+            temperature=0.0,
+            temperature_inc=0.0,
+            no_context=False,
+            language=self.language,
+            greedy={"best_of": 1},
+        )
+        seconds = time.perf_counter() - start
+        ctx = self.model._ctx
+        tokens = [
+            pw.whisper_full_get_token_id(ctx, i, j)
+            for i in range(pw.whisper_full_n_segments(ctx))
+            for j in range(pw.whisper_full_n_tokens(ctx, i))
+        ]
+        eot, first_timestamp = self.tokenizer.eot, self.tokenizer.timestamp_begin
+        kept = [t for t in tokens if t < eot or t >= first_timestamp]  # text and timestamps
+        text = self.tokenizer.decode([t for t in kept if t < eot])
+        return Transcript(text, kept, seconds)
+
+
 def _from_segments(segments: list, seconds: float) -> Transcript:
     text = "".join(segment.text for segment in segments)
     tokens = [token for segment in segments for token in segment.tokens]
@@ -329,6 +403,8 @@ def make_engine(name: str, model: str = "tiny.en", device: str = "cpu", **kwargs
     prefix, _, kind = name.rpartition("-")
     if prefix == "faster-whisper" and kind in FASTER_WHISPER_TYPES:
         return FasterWhisperEngine(model, device, kind)
+    if prefix == "whisper.cpp" and kind in WHISPER_CPP_KINDS:
+        return WhisperCppEngine(model, device, kind)
     raise BenchmarkError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
 
 

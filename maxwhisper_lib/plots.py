@@ -49,6 +49,8 @@ ENGINE_COLORS = {
     "faster-whisper-int8": "tab:green",
     "faster-whisper-fp32": "tab:purple",
     "faster-whisper-fp16": "tab:red",
+    "whisper.cpp-f16": "tab:olive",
+    "whisper.cpp-q8_0": "tab:cyan",
 }
 """One colour per benchmark engine, the same in every plot (MAX in orange)."""
 

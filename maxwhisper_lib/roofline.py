@@ -240,6 +240,12 @@ def step_sessions(
     return lambda: session.logits(token)
 
 
+def median_cached_positions(prompt_length: int, steps: int) -> int:
+    """Positions in the cache at the median of ``steps`` timed one-token steps after a prompt
+    (two untimed warm-up steps first), what the floor of :func:`decoder_steps` counts."""
+    return prompt_length + 2 + steps // 2
+
+
 def decoder_steps(
     engines: dict[str, WhisperBackend],
     mel: np.ndarray,
@@ -253,8 +259,8 @@ def decoder_steps(
     """Each engine's median one-token step per batch size (``batch`` beams of one window; the
     engines' steps interleaved one by one, so load on the machine hits them alike), with the
     floor of the bytes ``bytes_model`` (a MaxWhisper; default: each MAX engine itself) must read
-    at the median step's cache length."""
-    cached = len(prompt) + (steps + 2) // 2
+    at the median step's cache length (:func:`median_cached_positions`)."""
+    cached = median_cached_positions(len(prompt), steps)
     rows = []
     for batch in batch_sizes:
         step = {name: step_sessions(b, mel, batch, prompt) for name, b in engines.items()}
@@ -311,6 +317,7 @@ def measure_roofline(
         "probe": [asdict(r) for r in probe],
         "probe_gb_per_s": bandwidth,
         "graph_bytes": graph_bytes(ours) if ours else [],
+        "cached_positions": median_cached_positions(len(prompt), steps),
         "steps": [{**asdict(r), "floor_ratio": r.floor_ratio} for r in rows],
     }
 

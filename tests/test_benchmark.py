@@ -18,7 +18,7 @@ from maxwhisper_lib.machine import machine_info, package_versions, peak_rss_mb, 
 matplotlib.use("Agg")
 
 HAS_FASTER_WHISPER = importlib.util.find_spec("faster_whisper") is not None
-ENGINES = ["max", "openai-whisper", "faster-whisper-fp16"] + (
+ENGINES = ["max", "openai-whisper", "faster-whisper-fp16", "whisper.cpp-f16"] + (
     ["faster-whisper-int8"] if HAS_FASTER_WHISPER else []
 )
 
@@ -104,8 +104,10 @@ def test_roofline_sets_decoder_steps_against_the_floor(result, max_tiny):
     }
     probe = result.roofline["probe_gb_per_s"]
     assert probe == max(r["gb_per_s"] for r in result.roofline["probe"]) > 0
+    cached = result.roofline["cached_positions"]
+    assert 3 < cached < max_tiny.dims.n_text_ctx  # the prompt plus half the timed steps
     for row in table.itertuples():
-        expected = decoder_step_bytes(max_tiny, row.batch, windows=1)["total"]
+        expected = decoder_step_bytes(max_tiny, row.batch, windows=1, cached=cached)["total"]
         assert row.bytes_per_step == expected
         assert row.floor_ms == pytest.approx(expected / (probe * 1e9) * 1e3)
         assert row.ms_per_token == pytest.approx(row.ms_per_step / row.batch)

@@ -32,6 +32,7 @@ __all__ = [
     "detect_format",
     "expected_shapes",
     "extract_weights",
+    "ggml_path",
     "is_canonical",
     "load_weights",
     "model_folder",
@@ -128,6 +129,20 @@ def load_weights(
 def checkpoint_path(model: str | Path = "tiny.en", weights_dir: str | Path | None = None) -> Path:
     """The ``.pt`` file of ``model`` for ``whisper.load_model(path)`` (extracting if needed)."""
     return ensure_checkpoint(model_folder(model, weights_dir))
+
+
+def ggml_path(
+    model: str | Path = "tiny.en", kind: str = "f16", weights_dir: str | Path | None = None
+) -> Path:
+    """The whisper.cpp ggml file of ``model`` (``ggml-<kind>.bin`` in its extracted folder),
+    written from the canonical weights on first use (:mod:`.ggml`)."""
+    from .ggml import write_ggml
+
+    folder = model_folder(model, weights_dir)
+    path = folder / f"ggml-{kind}.bin"
+    if not path.is_file():
+        write_ggml(read_canonical(folder), path, kind)
+    return path
 
 
 def ct2_path(model: str | Path = "tiny.en", weights_dir: str | Path | None = None) -> Path:

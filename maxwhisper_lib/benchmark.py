@@ -1,7 +1,8 @@
-"""End-to-end benchmark: MAX-Whisper against openai-whisper (PyTorch) and faster-whisper (CT2).
+"""End-to-end benchmark: MAX-Whisper against openai-whisper (PyTorch), faster-whisper (CT2) and
+whisper.cpp (ggml).
 
-Every engine transcribes the same clips with the same weights (the extracted model's ``.pt`` and
-CTranslate2 copies) and the same decoding: greedy at temperature 0 **only** (no temperature
+Every engine transcribes the same clips with the same weights (the extracted model's ``.pt``,
+CTranslate2 and ggml copies) and the same decoding: greedy at temperature 0 **only** (no temperature
 fallback, so a window that looks repetitive is not re-decoded and every engine does one pass per
 window), beam size 1, ``condition_on_previous_text=True``, timestamps predicted, no word
 timestamps, no VAD. Audio is decoded once up front (not timed) and every engine gets the same

@@ -16,6 +16,7 @@ PACKAGES = (
     "openai-whisper",
     "faster-whisper",
     "ctranslate2",
+    "pywhispercpp",
     "onnxruntime",
     "numpy",
     "jiwer",

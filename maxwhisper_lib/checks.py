@@ -177,6 +177,16 @@ class KernelChecks:
         )
         return self._timed(lambda: runtime.compile_graph(graph, self.model.device_name, registry))
 
+    def _execute_copy(self, model, *values) -> np.ndarray:
+        """Run ``model`` on host arrays (or buffers) and copy its first output to the host while
+        every input and output buffer is still referenced (no view of memory MAX may reuse)."""
+        arrays = [v if isinstance(v, Buffer) else np.array(v) for v in values]  # owned copies
+        inputs = [v if isinstance(v, Buffer) else Buffer.from_numpy(v) for v in arrays]
+        outputs = model.execute(*inputs)
+        result = np.array(host_float32(outputs[0]), dtype=np.float32, copy=True)
+        del outputs, inputs, arrays
+        return result
+
     def _input(self, array: np.ndarray):
         return self.model._activation_input(array)
 
@@ -373,18 +383,15 @@ class KernelChecks:
                     self._graphs[kind], compile_s[kind] = self._timed(
                         lambda g=graph: runtime.compile_graph(g, "cpu")
                     )
-            cache = [
-                Buffer.zeros([n_rows, heads, dims.n_text_ctx, head_width], DType.float32)
-                for _ in range(2)
-            ]
+            device = runtime.get_device("cpu")
+            shape = [n_rows, heads, dims.n_text_ctx, head_width]
+            cache = [Buffer.zeros(shape, DType.float32, device) for _ in range(2)]
             steps = [self._random(n_rows, n, 3 * width) for n in (prompt, 1)]
             offset = 0
             for step in steps:
                 out, run_s = self._timed(
-                    lambda s=step, o=offset, c=cache: host_float32(
-                        self._graphs["self"].execute(
-                            self.model.to_device(s), np.array(o, np.int64), *c
-                        )[0]
+                    lambda s=step, o=offset, c=cache: self._execute_copy(
+                        self._graphs["self"], s, np.array(o, np.int64), *c
                     )
                 )
                 offset += step.shape[1]
@@ -402,9 +409,7 @@ class KernelChecks:
             k, v = (self._random(1, heads, dims.n_audio_ctx, head_width) for _ in range(2))
             shared = np.zeros(n_rows, np.int64)
             out, run_s = self._timed(
-                lambda i=(q, k, v, shared): host_float32(
-                    self._graphs["cross"].execute(*(self.model.to_device(a) for a in i))[0]
-                )
+                lambda i=(q, k, v, shared): self._execute_copy(self._graphs["cross"], *i)
             )
             self._record(
                 f"attention kernel, cross-attention ({heads} heads x {dims.n_audio_ctx})",

@@ -172,24 +172,22 @@ def build_decoder_step_graph(
         for i in range(dims.n_text_layer):
             k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
             block = p.scope(f"decoder.blocks.{i}")
-            cross_k, cross_v = cross[2 * i], cross[2 * i + 1]
-            if per_window:  # the self-attention kernel writes the cache itself
-                x, *_ = decoder_block(
-                    x,
-                    block,
-                    dims.n_text_head,
-                    cross_k,
-                    cross_v,
-                    mask,
-                    cross_rows=cross_rows,
-                    cache=(k_buffer, v_buffer, offset),
-                )
-                continue
-            past = (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
+            # the self-attention kernel writes its cache itself; MAX ops return what to store
+            cache = (k_buffer, v_buffer, offset) if per_window else None
+            past = None if per_window else (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
             x, new_k, new_v, _ = decoder_block(
-                x, block, dims.n_text_head, cross_k, cross_v, mask, past
+                x,
+                block,
+                dims.n_text_head,
+                cross[2 * i],
+                cross[2 * i + 1],
+                mask,
+                past,
+                cross_rows,
+                cache,
             )
-            writes.append((k_buffer, v_buffer, new_k, new_v))
+            if not per_window:
+                writes.append((k_buffer, v_buffer, new_k, new_v))
         new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
         for k_buffer, v_buffer, new_k, new_v in writes:
             ops.buffer_store_slice(k_buffer, new_k, [slice(None)] * 3 + [new_slots])

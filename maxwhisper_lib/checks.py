@@ -385,7 +385,7 @@ class KernelChecks:
                     )
             device = runtime.get_device("cpu")
             shape = [n_rows, heads, dims.n_text_ctx, head_width]
-            cache = [Buffer.zeros(shape, DType.float32, device) for _ in range(2)]
+            cache = [runtime.zeros(shape, DType.float32, device) for _ in range(2)]
             steps = [self._random(n_rows, n, 3 * width) for n in (prompt, 1)]
             offset = 0
             for step in steps:

@@ -98,7 +98,7 @@ class MaxDecoderSession:
         self.cross = model.run("cross_kv", audio.buffer, model.to_device(source))
         device = runtime.get_device(model.device_name)
         self.caches = [
-            Buffer.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
+            runtime.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
             for t in cache_types(
                 model.dims, model.dtype, DeviceRef.from_device(device), rows=self.per_window
             )

@@ -216,6 +216,28 @@ def test_self_attention_decodes_like_full_causal_attention(self_model):
     assert np.isnan(cached_k[:, :, offset:]).all()
 
 
+def test_fresh_zeroed_caches_keep_their_first_keys():
+    """``runtime.zeros`` is filled before a kernel writes into it: ``Buffer.zeros`` alone queues
+    its fill, which then wiped a just-written prompt in ~2% of fresh decoder-sized caches (seen
+    in CI)."""
+    capacity, batch = 448, 5  # the decoder's context: a fill large enough to lag
+    model = runtime.compile_graph(build_self_attention_graph(HEADS, HEAD_WIDTH, capacity), "cpu")
+    rng = np.random.default_rng(5)
+    device = runtime.get_device("cpu")
+    wrong = 0
+    for _ in range(300):
+        keys, values = (
+            runtime.zeros([batch, HEADS, capacity, HEAD_WIDTH], DType.float32, device)
+            for _ in "kv"
+        )
+        steps = [rng.standard_normal((batch, n, 3 * WIDTH), dtype=np.float32) for n in (3, 1)]
+        for offset, step in zip((0, 3), steps, strict=True):
+            out = run_self(model, step, offset, keys, values)
+        _, relative = compare(out, causal_attention_reference(steps, HEADS))
+        wrong += int(relative >= ROW_KERNEL_TOLERANCE)
+    assert wrong == 0
+
+
 def test_self_attention_refuses_positions_past_the_cache(self_model):
     keys = Buffer.from_numpy(np.zeros((1, HEADS, CAPACITY, HEAD_WIDTH), np.float32))
     qkv = np.zeros((1, 2, 3 * WIDTH), np.float32)

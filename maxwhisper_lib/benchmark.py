@@ -47,6 +47,7 @@ from .scoring import word_error_rate
 
 ENGINES = (
     "max",
+    "max-int8",
     "max-matmul",
     "openai-whisper",
     "faster-whisper-int8",
@@ -57,6 +58,10 @@ ENGINES = (
 )
 TARGETS = {"faster-whisper-fp32": 1.5, "openai-whisper": 2.5, "faster-whisper-int8": 1.0}
 """MAX's end-to-end speed-up the issue asks for, per peer."""
+INT8_TARGETS = {"faster-whisper-int8": 1.5, "whisper.cpp-f16": 1.0, "whisper.cpp-q8_0": 1.0}
+"""MAX int8's end-to-end speed-up the int8 issue asks for, per quantized peer."""
+INT8_WER_POINTS = 0.5
+"""MAX int8's WER may exceed MAX float32's by this many points (absolute) at most."""
 DEFAULT_LENGTHS = (10, 30, 60, 120, 300, 600)
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
 DECODING = {"temperature": 0.0, "condition_on_previous_text": True, "word_timestamps": False}
@@ -129,6 +134,8 @@ class MaxEngine(Engine):
         self.model_name, self.device, self.dtype = model, device, dtype
         self.row_kernels = row_kernels
         self.name = "max-matmul" if row_kernels is False else "max"
+        if dtype == "int8":
+            self.name = "max-int8"
         self.model = max_model
 
     def load(self) -> dict[str, float]:
@@ -151,6 +158,8 @@ class MaxEngine(Engine):
             if self.model is not None and self.model.row_kernels
             else f"MAX matmul, {self.dtype} weights"
         )
+        if self.dtype == "int8":
+            decoder = "Mojo int8 kernels (per-channel int8 weights, VNNI), encoder and decoder"
         return {
             "device": self.device,
             "dtype": self.dtype,
@@ -395,6 +404,10 @@ def make_engine(name: str, model: str = "tiny.en", device: str = "cpu", **kwargs
     the reason when it cannot run here. ``kwargs``: ``dtype`` and ``max_model`` for ``max``."""
     if name == "max":
         return MaxEngine(model, device, kwargs.get("dtype", "float32"), kwargs.get("max_model"))
+    if name == "max-int8":
+        if resolve_device_name(device) != "cpu":
+            raise EngineUnavailable("max-int8 is a CPU mode (Mojo int8 kernels)")
+        return MaxEngine(model, device, "int8")
     if name == "max-matmul":
         if resolve_device_name(device) != "cpu":
             raise EngineUnavailable("max-matmul compares the CPU decoders; 'max' is it on a GPU")
@@ -599,6 +612,39 @@ class BenchmarkResult:
             )
         return rows
 
+    def int8_ratios(self) -> list[dict]:
+        """MAX int8's end-to-end speed-up over the quantized peers, vs :data:`INT8_TARGETS`."""
+        ours = self.engine("max-int8")
+        rows = []
+        for name, target in INT8_TARGETS.items():
+            other = self.engine(name)
+            if ours is None or other is None:
+                continue
+            speedup = other.seconds / ours.seconds if ours.seconds else float("nan")
+            rows.append(
+                {
+                    "vs": name,
+                    "max_int8_seconds": ours.seconds,
+                    "their_seconds": other.seconds,
+                    "max_int8_speedup": speedup,
+                    "target": target,
+                    "verdict": _verdict(speedup, target),
+                }
+            )
+        return rows
+
+    def int8_wer_verdict(self) -> str:
+        """Whether MAX int8's WER is within :data:`INT8_WER_POINTS` of MAX float32's."""
+        ours, exact = self.engine("max-int8"), self.engine("max")
+        if ours is None or exact is None or ours.wer is None or exact.wer is None:
+            return "not measured"
+        points = 100 * (ours.wer - exact.wer)
+        sign = "meets" if points <= INT8_WER_POINTS + 1e-9 else "misses"
+        return (
+            f"{sign}: MAX int8 WER {ours.wer:.2%} vs float32 {exact.wer:.2%} "
+            f"({points:+.2f} points, limit +{INT8_WER_POINTS:g})"
+        )
+
     def wer_verdict(self) -> str:
         """Whether MAX's WER is no worse than openai-whisper greedy's."""
         ours, theirs = self.engine("max"), self.engine("openai-whisper")
@@ -656,7 +702,13 @@ class BenchmarkResult:
         return pd.DataFrame(self.roofline.get("steps", []))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ratios": self.ratios(), "wer_verdict": self.wer_verdict()}
+        return {
+            **asdict(self),
+            "ratios": self.ratios(),
+            "wer_verdict": self.wer_verdict(),
+            "int8_ratios": self.int8_ratios(),
+            "int8_wer_verdict": self.int8_wer_verdict(),
+        }
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """``benchmark.json`` (everything), ``benchmark.csv`` (engine x clip), ``summary.csv``

@@ -23,10 +23,12 @@ from .graphs.decoder import build_decoder_block_graph, self_attention_mask
 from .graphs.encoder import build_encoder_block_graph, build_stem_graph
 from .graphs.kernels import (
     build_cross_attention_graph,
+    build_int8_graph,
     build_rows_graph,
     build_self_attention_graph,
 )
 from .model import MaxWhisper, host_float32
+from .quantization import int8_linear_reference, quantize_linear
 from .reference import TorchBackend
 from .weight_mapping import TOKEN_EMBEDDING, select_block
 from .weights.canonical import WhisperWeights
@@ -37,6 +39,22 @@ TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 ROW_KERNEL_TOLERANCE = 1e-6
 """The Mojo row kernels against the float64 product of the same stored values: float32
 accumulation only (float16 weights are widened exactly)."""
+
+INT8_TOLERANCE = 3e-2
+"""int8 products against float32 on the same weights: what per-channel int8 weights and
+per-row int8 activations cost (~1e-2 measured); a broken kernel is off by far more, and its
+exact bound is the NumPy model of the quantized arithmetic (``ROW_KERNEL_TOLERANCE``)."""
+
+INT8_CHECK_LAYERS = (
+    ("encoder.blocks.0.attn.qkv", 1500),
+    ("encoder.blocks.0.mlp.fc2", 1500),
+    ("decoder.blocks.0.attn.qkv", 1),
+    ("decoder.blocks.0.mlp.fc1", 5),
+    ("decoder.blocks.0.mlp.fc2", 1),
+    ("logits", 1),
+    ("logits", 5),
+)
+"""(layer, activation rows): encoder layers over a window, decoder layers per token / 5 beams."""
 
 ROW_KERNEL_LAYERS = (
     "attn.qkv",
@@ -363,6 +381,71 @@ class KernelChecks:
                 )
                 compile_s = 0.0
 
+    def check_int8_kernels(self, layers: Sequence[tuple[str, int]] = INT8_CHECK_LAYERS) -> None:
+        """The int8 kernel on this model's weights quantized per output channel (the int8
+        mode's): against the NumPy model of the same quantized arithmetic (exact up to float32
+        rounding) and against the float32 product (the int8 error, shown and bounded). CPU."""
+        if self.model.device_name != "cpu":
+            return
+        tensors = self._source_tensors()
+        for name, n_rows in layers:
+            weight = tensors[name]
+            bias = None if name == "logits" else tensors[name.removesuffix(".weight") + ".bias"]
+            quantized = quantize_linear(weight)
+            key = ("int8", quantized.out_features, bias is not None)
+            compile_s = 0.0
+            if key not in self._graphs:
+                graph = build_int8_graph(quantized.out_features, bias is not None)
+                self._graphs[key], compile_s = self._timed(
+                    lambda g=graph: runtime.compile_graph(g, "cpu")
+                )
+            x = self._random(n_rows, weight.shape[1])
+            inputs = [x, quantized.packed, quantized.scale, quantized.weight_sum]
+            inputs += [] if bias is None else [bias]
+            out, run_s = self._timed(
+                lambda m=self._graphs[key], i=inputs: self._execute_copy(m, *i)
+            )
+            label = f"int8 kernel {name} ({weight.shape[0]}x{weight.shape[1]})"
+            inputs_label = f"{n_rows} row{'s' if n_rows > 1 else ''}"
+            graph_name = "linear_int8" if bias is not None else "matmul_int8"
+            self._record(
+                label + " vs NumPy int8 model",
+                inputs_label,
+                graph_name,
+                out,
+                int8_linear_reference(x, quantized, bias),
+                compile_s,
+                run_s,
+                ROW_KERNEL_TOLERANCE,
+            )
+            exact = x.astype(np.float64) @ weight.astype(np.float64).T
+            if bias is not None:
+                exact = exact + bias
+            self._record(
+                label + " vs float32",
+                inputs_label,
+                graph_name,
+                out,
+                exact,
+                0.0,
+                run_s,
+                INT8_TOLERANCE,
+            )
+
+    def _source_tensors(self) -> dict[str, np.ndarray]:
+        """The int8 check layers' weights ``(out, in)`` and biases, float32, from the registry."""
+        registry, out = self.model.registry, {}
+        for name, _ in INT8_CHECK_LAYERS:
+            if name == "logits":
+                out[name] = np.asarray(registry[TOKEN_EMBEDDING], np.float32)
+                continue
+            weight = np.asarray(registry[f"{name}.weight"], np.float32)
+            if weight.ndim != 2:
+                raise ValueError("the int8 checks take a float model's registry")
+            out[name] = weight.T if name.startswith("encoder.") else weight
+            out[f"{name}.bias"] = np.asarray(registry[f"{name}.bias"], np.float32)
+        return out
+
     def check_attention_kernels(self, rows: Sequence[int] = (1, 5), prompt: int = 3) -> None:
         """The step's attention kernels at the model's shapes against NumPy float64: the cached
         self-attention over a ``prompt`` then one more token (keys/values it writes itself), and
@@ -444,6 +527,7 @@ class KernelChecks:
         self.check_alignment(real_mel, real_tokens, "real")
         self.check_row_kernels()
         self.check_attention_kernels()
+        self.check_int8_kernels()
         return self.results
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 PROG = "maxwhisper"
 ENGINES = ("max", "torch")
 DEVICES = ("auto", "cpu", "gpu")
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "int8")
 WORD_OPTIONS = (
     "highlight_words",
     "max_line_width",
@@ -114,7 +114,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--model_dir", default=None, help="folder of extracted weights (default: $MAXWHISPER_WEIGHTS_DIR or weights/)")
     p.add_argument("--engine", default="max", choices=ENGINES, help="max: MAX Graph; torch: openai-whisper's PyTorch model on the same weights (the reference)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto picks the GPU when there is one")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="precision of weights and activations (half precision on GPU only)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="precision of weights and activations (half precision on GPU only; int8: int8 weights on the CPU, engine max)")
     p.add_argument("--output_dir", "-o", default=".", help="directory to save the outputs")
     p.add_argument("--output_format", "-f", type=output_formats, default="all", help="txt, vtt, srt, tsv, json, a comma-separated list of them, or all")
     p.add_argument("--verbose", default=False, **flag, help="print each segment as it is decoded (instead of a progress bar)")
@@ -213,6 +213,8 @@ def resolve_device(engine: str, device: str, dtype: str) -> str:
         name = runtime.resolve_device_name(device)
         runtime.resolve_dtype(dtype, name)
         return name
+    if dtype == "int8":
+        raise UsageError("dtype int8 is MAX's CPU mode; use it with --engine max")
     import torch
 
     has_gpu = torch.cuda.is_available()

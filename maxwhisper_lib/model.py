@@ -40,6 +40,9 @@ GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "reorder", "alignment"})
 """Graphs built for the row kernels when the model uses them (they take ``row_dtype``)."""
 
+INT8_GRAPHS = frozenset({"encoder", "decoder_step", "alignment"})
+"""Graphs whose linear layers run the int8 kernel in the int8 mode (they take ``int8``)."""
+
 GRAPHS: dict[str, GraphBuilder] = {
     "encoder": build_encoder_graph,
     "cross_kv": build_cross_kv_graph,
@@ -49,14 +52,17 @@ GRAPHS: dict[str, GraphBuilder] = {
 }
 
 
-def weight_registry(weights: WhisperWeights, dtype: DType, rows: bool = False) -> dict[str, object]:
+def weight_registry(
+    weights: WhisperWeights, dtype: DType, rows: bool = False, int8: bool = False
+) -> dict[str, object]:
     """Mapped weights as arrays MAX can bind for ``dtype`` (bfloat16 goes through torch/DLPack);
-    ``rows``: the decoder's row weights at the checkpoint's precision (see weight_mapping)."""
+    ``rows``: the decoder's row weights at the checkpoint's precision; ``int8``: the int8 mode's
+    weights quantized per output channel (see weight_mapping)."""
     if dtype == DType.bfloat16:
         import torch
 
         return {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in map_weights(weights).items()}
-    return dict(map_weights(weights, runtime.numpy_dtype(dtype), rows=rows))
+    return dict(map_weights(weights, runtime.numpy_dtype(dtype), rows=rows, int8=int8))
 
 
 class MaxAudioFeatures:
@@ -176,11 +182,14 @@ class MaxWhisper:
             row_kernels = self.device_name == "cpu"
         if row_kernels and self.device_name != "cpu":
             raise DecodingOptionsError("the Mojo row kernels run on the CPU only")
+        self.int8 = dtype == "int8"
+        if self.int8 and not row_kernels:
+            raise DecodingOptionsError("dtype int8 needs the Mojo kernels (row_kernels=True)")
         self.row_kernels = row_kernels
         self.row_dtype = (
             DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
         )  # the decoder's weights on the device: the checkpoint's precision
-        self.registry = weight_registry(weights, self.dtype, rows=row_kernels)
+        self.registry = weight_registry(weights, self.dtype, rows=row_kernels, int8=self.int8)
         self._models: dict[str, Model] = {}
         self.compile_seconds: dict[str, float] = {}
         self.run_seconds: dict[str, float] = {}
@@ -196,7 +205,11 @@ class MaxWhisper:
         """The compiled graph ``name`` (one of :data:`GRAPHS`), compiling it on first use."""
         if name not in self._models:
             start = time.perf_counter()
-            extra = {"row_dtype": self.row_dtype} if name in ROW_KERNEL_GRAPHS else {}
+            extra: dict[str, object] = (
+                {"row_dtype": self.row_dtype} if name in ROW_KERNEL_GRAPHS else {}
+            )
+            if self.int8 and name in INT8_GRAPHS:
+                extra["int8"] = True
             graph = GRAPHS[name](
                 self.dims, self.dtype, runtime.device_ref(self.device_name), **extra
             )

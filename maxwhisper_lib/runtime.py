@@ -26,7 +26,7 @@ from .errors import DecodingOptionsError
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
-DTYPE_CHOICES = ("float32", "float16", "bfloat16")
+DTYPE_CHOICES = ("float32", "float16", "bfloat16", "int8")
 
 _DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
 
@@ -64,7 +64,14 @@ def get_device(name: str) -> Device:
 
 
 def resolve_dtype(dtype: str, device_name: str) -> DType:
-    """The MAX dtype for activations and weights; half precision is a GPU option only."""
+    """The MAX dtype for activations and weights; half precision is a GPU option only, and
+    ``int8`` (int8 weights, float32 activations) a CPU one."""
+    if dtype == "int8":
+        if device_name != "cpu":
+            raise DecodingOptionsError(
+                "dtype int8 runs on the CPU only (Mojo int8 kernels); use float16 on GPU"
+            )
+        return DType.float32
     if dtype not in _DTYPES:
         raise DecodingOptionsError(
             f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}"

@@ -9,13 +9,20 @@ With ``rows=True`` (MAX's CPU decoder) the decoder's linear weights instead keep
 ``(out, in)`` layout and the checkpoint's precision, for the Mojo row kernels
 (:mod:`maxwhisper_lib.graphs.kernels`), and the tied logits projection reads the token
 embedding itself (no transposed copy).
+
+With ``int8=True`` (MAX's CPU int8 mode, on top of ``rows``) every linear layer of
+:data:`INT8_LINEARS` and the logits projection are quantized per output channel and packed for
+the Mojo int8 kernel (:mod:`maxwhisper_lib.quantization`): ``<name>.weight`` becomes the packed
+int8 tensor, beside ``<name>.weight_scale`` (float32) and ``<name>.weight_sum`` (int32).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from max.dtype import DType
 
 from .dims import ModelDimensions
+from .quantization import LANES, TILE_OUTPUTS, quantize_linear
 from .weights.canonical import WhisperWeights
 
 
@@ -36,6 +43,41 @@ key/value projection runs once per window over 1,500 positions, so it stays a MA
 TOKEN_EMBEDDING = "decoder.token_embedding"
 
 
+ENCODER_INT8_LINEARS = ("attn.qkv", "attn.out", "mlp.fc1", "mlp.fc2")
+LOGITS = "decoder.logits.weight"
+SCALE_SUFFIX, SUM_SUFFIX = "_scale", "_sum"
+
+
+def is_int8_weight(name: str) -> bool:
+    """Whether ``name`` is quantized to int8 in the int8 mode: the encoder's and the decoder's
+    linear weights (not the once-per-window cross-attention key/value projection) and the logits
+    projection."""
+    if name == LOGITS:
+        return True
+    if ".blocks." not in name and not name.startswith("block."):
+        return False
+    return any(name.endswith(f".{lin}.weight") for lin in ROW_LINEARS + ENCODER_INT8_LINEARS)
+
+
+def int8_companion_dtype(name: str) -> DType | None:
+    """float32 for an int8 weight's scales, int32 for its sums, else None."""
+    if name.endswith(".weight" + SCALE_SUFFIX):
+        return DType.float32
+    if name.endswith(".weight" + SUM_SUFFIX):
+        return DType.int32
+    return None
+
+
+def int8_shapes(out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
+    """Suffix -> shape of a packed int8 weight and its companions."""
+    padded = -(-out_features // TILE_OUTPUTS) * TILE_OUTPUTS
+    return {
+        "": (padded // LANES, in_features // 4, 4 * LANES),
+        SCALE_SUFFIX: (padded,),
+        SUM_SUFFIX: (padded,),
+    }
+
+
 def is_row_weight(name: str) -> bool:
     """Whether ``name`` (a decoder weight, possibly renamed ``block.*``) is stored ``(out, in)``
     at source precision in the row layout."""
@@ -49,8 +91,11 @@ def row_weight_dtype(weights: WhisperWeights) -> np.dtype:
     return np.dtype(np.float16) if source == np.float16 else np.dtype(np.float32)
 
 
-def graph_weight_shapes(dims: ModelDimensions, rows: bool = False) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor the graphs bind (``rows``: the row layout, see above)."""
+def graph_weight_shapes(
+    dims: ModelDimensions, rows: bool = False, int8: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the graphs bind (``rows``: the row layout; ``int8``: the
+    int8 mode, see above)."""
     a, t, m = dims.n_audio_state, dims.n_text_state, dims.n_mels
     shapes: dict[str, tuple[int, ...]] = {
         "encoder.conv1.weight": (3 * m, a),
@@ -97,6 +142,15 @@ def graph_weight_shapes(dims: ModelDimensions, rows: bool = False) -> dict[str, 
         for name in shapes:
             if name.startswith("decoder.blocks.") and is_row_weight(name):
                 shapes[name] = shapes[name][::-1]
+    if int8:
+        if not rows:
+            raise ValueError("the int8 mode uses the row layout")
+        shapes[LOGITS] = (dims.n_vocab, dims.n_text_state)
+        for name in [n for n in shapes if is_int8_weight(n)]:
+            shape = shapes[name]
+            out_features, in_features = shape if name.startswith("decoder.") else shape[::-1]
+            for suffix, packed in int8_shapes(out_features, in_features).items():
+                shapes[name + suffix] = packed
     return shapes
 
 
@@ -139,10 +193,14 @@ def _block_tensors(src: dict[str, np.ndarray], prefix: str, cross: bool) -> dict
 
 
 def map_weights(
-    weights: WhisperWeights, dtype: np.dtype | str = np.float32, rows: bool = False
+    weights: WhisperWeights,
+    dtype: np.dtype | str = np.float32,
+    rows: bool = False,
+    int8: bool = False,
 ) -> dict[str, np.ndarray]:
     """The graphs' weight registry for ``weights``: contiguous arrays of ``dtype``; with ``rows``
-    the decoder's row weights stay ``(out, in)`` in :func:`row_weight_dtype` (see above)."""
+    the decoder's row weights stay ``(out, in)`` in :func:`row_weight_dtype`; ``int8`` quantizes
+    the int8 mode's weights at load time (see above)."""
     src = weights.tensors
     dims = weights.dims
     out = {
@@ -167,12 +225,21 @@ def map_weights(
         return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
     del out["decoder.logits.weight"]
     source = row_weight_dtype(weights)
-    return {
+    mapped = {
         k: np.ascontiguousarray(v.T, dtype=source)
         if k.startswith("decoder.blocks.") and is_row_weight(k)
         else np.ascontiguousarray(v, dtype=source if k == TOKEN_EMBEDDING else dtype)
         for k, v in out.items()
     }
+    if int8:
+        mapped[LOGITS] = mapped[TOKEN_EMBEDDING]
+        for name in [n for n in mapped if is_int8_weight(n)]:
+            weight = mapped[name] if name.startswith("decoder.") else mapped[name].T
+            quantized = quantize_linear(weight)
+            mapped[name] = quantized.packed
+            mapped[name + SCALE_SUFFIX] = quantized.scale
+            mapped[name + SUM_SUFFIX] = quantized.weight_sum
+    return mapped
 
 
 def select_block(

@@ -227,8 +227,7 @@ def test_fresh_zeroed_caches_keep_their_first_keys():
     wrong = 0
     for _ in range(300):
         keys, values = (
-            runtime.zeros([batch, HEADS, capacity, HEAD_WIDTH], DType.float32, device)
-            for _ in "kv"
+            runtime.zeros([batch, HEADS, capacity, HEAD_WIDTH], DType.float32, device) for _ in "kv"
         )
         steps = [rng.standard_normal((batch, n, 3 * WIDTH), dtype=np.float32) for n in (3, 1)]
         for offset, step in zip((0, 3), steps, strict=True):

@@ -28,9 +28,15 @@ from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
-from ..weight_mapping import TOKEN_EMBEDDING, graph_weight_shapes
+from ..weight_mapping import (
+    LOGITS,
+    SCALE_SUFFIX,
+    SUM_SUFFIX,
+    TOKEN_EMBEDDING,
+    graph_weight_shapes,
+)
 from .encoder import block_weight_shapes
-from .kernels import KERNEL_EXTENSIONS, matmul_rows
+from .kernels import KERNEL_EXTENSIONS, int8_product, matmul_rows
 from .layers import Params, cross_keys_values, decoder_block, layer_norm
 
 BATCH = "batch"
@@ -86,11 +92,16 @@ def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) ->
 
 
 def decoder_params(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    row_dtype: DType | None,
+    int8: bool = False,
 ) -> Params:
-    """The decoder graphs' weights, in the row layout when ``row_dtype`` is given."""
-    shapes = graph_weight_shapes(dims, rows=row_dtype is not None)
-    return Params(shapes, dtype, device, row_dtype=row_dtype)
+    """The decoder graphs' weights, in the row layout when ``row_dtype`` is given (``int8``:
+    the int8 mode's packed weights)."""
+    shapes = graph_weight_shapes(dims, rows=row_dtype is not None, int8=int8)
+    return Params(shapes, dtype, device, row_dtype=row_dtype, int8=int8)
 
 
 def extensions(row_dtype: DType | None) -> list:
@@ -109,6 +120,14 @@ def embed_tokens(tokens: TensorValue, positions: TensorValue, p: Params) -> Tens
 def logits(x: TensorValue, p: Params) -> TensorValue:
     """Final LayerNorm and the tied output projection, in float32."""
     x = layer_norm(x, p, "decoder.ln")
+    if p.is_int8(LOGITS):
+        return int8_product(
+            x,
+            p(LOGITS),
+            p(LOGITS + SCALE_SUFFIX),
+            p(LOGITS + SUM_SUFFIX),
+            out_features=int(p.shapes[TOKEN_EMBEDDING][0]),
+        )
     if p.is_rows(TOKEN_EMBEDDING):
         return matmul_rows(x, p(TOKEN_EMBEDDING))
     out = x @ p("decoder.logits.weight")
@@ -136,14 +155,18 @@ def build_cross_kv_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef)
 
 
 def build_decoder_step_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    row_dtype: DType | None = None,
+    int8: bool = False,
 ) -> Graph:
     """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
     self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, [with
     ``row_dtype``: each sequence's window row ``(batch,)``], cross keys/values (per sequence, or
     per window with ``row_dtype``), then the cache buffers (:func:`cache_types`, in the rows
     layout with ``row_dtype``) -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
-    p = decoder_params(dims, dtype, device, row_dtype)
+    p = decoder_params(dims, dtype, device, row_dtype, int8)
     cap = dims.n_text_ctx
     per_window = row_dtype is not None
     inputs = [
@@ -157,7 +180,9 @@ def build_decoder_step_graph(
         *cache_types(dims, dtype, device, rows=per_window),
     ]
     with Graph(
-        "whisper_decoder_step", input_types=inputs, custom_extensions=extensions(row_dtype)
+        "whisper_decoder_step" + ("_int8" if int8 else ""),
+        input_types=inputs,
+        custom_extensions=extensions(row_dtype),
     ) as graph:
         tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
         first_cross = 6 if per_window else 5
@@ -214,12 +239,16 @@ def build_reorder_graph(
 
 
 def build_alignment_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    row_dtype: DType | None = None,
+    int8: bool = False,
 ) -> Graph:
     """tokens ``(1, n)``, positions ``(n,)``, causal mask ``(n, n)`` and one window's features ->
     logits ``(1, n, n_vocab)`` and cross-attention scores ``(layers, heads, n, n_audio_ctx)``
     (scaled, before softmax), in one uncached pass."""
-    p = decoder_params(dims, dtype, device, row_dtype)
+    p = decoder_params(dims, dtype, device, row_dtype, int8)
     inputs = [
         TensorType(DType.int64, [1, N_NEW], device=device),
         TensorType(DType.int64, [N_NEW], device=device),
@@ -227,7 +256,9 @@ def build_alignment_graph(
         TensorType(dtype, [1, dims.n_audio_ctx, dims.n_audio_state], device=device),
     ]
     with Graph(
-        "whisper_alignment", input_types=inputs, custom_extensions=extensions(row_dtype)
+        "whisper_alignment" + ("_int8" if int8 else ""),
+        input_types=inputs,
+        custom_extensions=extensions(row_dtype),
     ) as graph:
         tokens, positions, mask, xa = (v.tensor for v in graph.inputs)
         x = embed_tokens(tokens, positions, p)

@@ -12,6 +12,7 @@ from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
 from ..weight_mapping import graph_weight_shapes
+from .kernels import KERNEL_EXTENSIONS
 from .layers import Params, encoder_block, layer_norm
 
 BATCH = "batch"
@@ -46,10 +47,17 @@ def _mel_type(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> TensorT
     return TensorType(dtype, [BATCH, dims.n_mels, 2 * dims.n_audio_ctx], device=device)
 
 
-def build_encoder_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
-    """log-mel ``(batch, n_mels, 2 * n_audio_ctx)`` -> features ``(batch, n_audio_ctx, width)``."""
-    p = Params(graph_weight_shapes(dims), dtype, device)
-    with Graph("whisper_encoder", input_types=[_mel_type(dims, dtype, device)]) as graph:
+def build_encoder_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, int8: bool = False
+) -> Graph:
+    """log-mel ``(batch, n_mels, 2 * n_audio_ctx)`` -> features ``(batch, n_audio_ctx, width)``;
+    ``int8``: the blocks' linear layers as the Mojo int8 kernel (CPU)."""
+    p = Params(graph_weight_shapes(dims, rows=int8, int8=int8), dtype, device, int8=int8)
+    with Graph(
+        "whisper_encoder" + ("_int8" if int8 else ""),
+        input_types=[_mel_type(dims, dtype, device)],
+        custom_extensions=KERNEL_EXTENSIONS if int8 else [],
+    ) as graph:
         graph.output(encode(graph.inputs[0].tensor, p, dims))
     return graph
 

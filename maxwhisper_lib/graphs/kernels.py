@@ -47,6 +47,39 @@ def matmul_rows(x: TensorValue, weight: TensorValue) -> TensorValue:
     return _rows_product("matmul_rows", x, weight)
 
 
+def int8_product(
+    x: TensorValue,
+    packed: TensorValue,
+    scale: TensorValue,
+    weight_sum: TensorValue,
+    bias: TensorValue | None = None,
+    out_features: int | None = None,
+    portable: bool = False,
+) -> TensorValue:
+    """``x (..., in)`` times an int8 weight packed by :func:`~maxwhisper_lib.quantization.
+    quantize_linear` (activations quantized per row inside the kernel) ``+ bias`` ->
+    ``(..., out)`` float32; ``out_features`` defaults to the bias length. ``portable`` forces
+    the plain path without the int8 dot-product instruction (no bias; for its tests)."""
+    if x.dtype != DType.float32:
+        raise TypeError(f"int8 products take float32 activations, got {x.dtype}")
+    out_width = int(bias.shape[0]) if out_features is None else out_features
+    name = "linear_int8" if bias is not None else "matmul_int8"
+    if portable:
+        if bias is not None:
+            raise ValueError("the portable int8 path has no bias")
+        name = "matmul_int8_portable"
+    leading = list(x.shape[:-1])
+    flat = ops.reshape(x, [-1, x.shape[-1]]) if x.rank != 2 else x
+    (y,) = ops.custom(
+        name,
+        device=x.device,
+        values=[flat, packed, scale, weight_sum, *([bias] if bias is not None else [])],
+        out_types=[TensorType(DType.float32, [flat.shape[0], out_width], device=x.device)],
+    )
+    y = y.tensor
+    return ops.reshape(y, [*leading, out_width]) if x.rank != 2 else y
+
+
 def cross_attention_rows(
     q: TensorValue, keys: TensorValue, values: TensorValue, rows: TensorValue
 ) -> TensorValue:
@@ -102,6 +135,29 @@ def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
     with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
         x, w, *b = (v.tensor for v in graph.inputs)
         graph.output(linear_rows(x, w, b[0]) if bias else matmul_rows(x, w))
+    return graph
+
+
+def build_int8_graph(out_features: int, bias: bool = True, portable: bool = False) -> Graph:
+    """One int8 product alone, rows and inputs symbolic: x ``(m, k)`` float32, the packed
+    weight ``(blocks, k / 4, 64)`` int8, scales ``(blocks * 16,)`` float32, weight sums
+    ``(blocks * 16,)`` int32 (and the bias ``(out_features,)``) -> ``(m, out_features)``."""
+    device = DeviceRef.CPU()
+    inputs = [
+        TensorType(DType.float32, ["m", "k"], device=device),
+        TensorType(DType.int8, ["blocks", "groups", 64], device=device),
+        TensorType(DType.float32, ["padded"], device=device),
+        TensorType(DType.int32, ["padded"], device=device),
+    ]
+    if bias:
+        inputs.append(TensorType(DType.float32, [out_features], device=device))
+    kind = "portable" if portable else ("linear" if bias else "matmul")
+    name = f"mw_int8_{kind}_{out_features}"
+    with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
+        x, packed, scale, weight_sum, *b = (v.tensor for v in graph.inputs)
+        graph.output(
+            int8_product(x, packed, scale, weight_sum, b[0] if b else None, out_features, portable)
+        )
     return graph
 
 

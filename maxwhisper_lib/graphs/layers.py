@@ -14,8 +14,14 @@ from collections.abc import Mapping
 from max.dtype import DType
 from max.graph import BufferValue, DeviceRef, TensorValue, Weight, ops
 
-from ..weight_mapping import is_row_weight
-from .kernels import cross_attention_rows, linear_rows, self_attention_cached
+from ..weight_mapping import (
+    SCALE_SUFFIX,
+    SUM_SUFFIX,
+    int8_companion_dtype,
+    is_int8_weight,
+    is_row_weight,
+)
+from .kernels import cross_attention_rows, int8_product, linear_rows, self_attention_cached
 
 LAYER_NORM_EPS = 1e-5
 
@@ -24,7 +30,9 @@ class Params:
     """Hands out the graph's named weights, creating each ``Weight`` once, with its mapped shape.
 
     With ``row_dtype`` the decoder's row weights (:func:`is_row_weight`) are ``row_dtype`` and
-    ``(out, in)`` (the shapes must come from ``graph_weight_shapes(dims, rows=True)``).
+    ``(out, in)`` (the shapes must come from ``graph_weight_shapes(dims, rows=True)``); with
+    ``int8`` too, the int8 mode's weights (:func:`is_int8_weight`) are packed int8 with their
+    scales and sums (``graph_weight_shapes(dims, rows=True, int8=True)``).
     """
 
     def __init__(
@@ -35,8 +43,10 @@ class Params:
         prefix: str = "",
         _cache: dict[str, Weight] | None = None,
         row_dtype: DType | None = None,
+        int8: bool = False,
     ) -> None:
         self.shapes = shapes
+        self.int8 = int8
         self.dtype = dtype
         self.device = device
         self.prefix = prefix
@@ -47,12 +57,21 @@ class Params:
         """Whether weight ``name`` (relative to this scope) is a row weight."""
         return self.row_dtype is not None and is_row_weight(f"{self.prefix}{name}")
 
+    def is_int8(self, name: str) -> bool:
+        """Whether weight ``name`` (relative to this scope) is a packed int8 weight."""
+        return self.int8 and is_int8_weight(f"{self.prefix}{name}")
+
     def __call__(self, name: str) -> Weight:
         full = f"{self.prefix}{name}"
         if full not in self._cache:
             if full not in self.shapes:
                 raise KeyError(f"graph weight {full!r} is not in the weight mapping")
-            dtype = self.row_dtype if self.is_rows(name) else self.dtype
+            if self.is_int8(name):
+                dtype = DType.int8
+            elif self.int8 and int8_companion_dtype(full) is not None:
+                dtype = int8_companion_dtype(full)
+            else:
+                dtype = self.row_dtype if self.is_rows(name) else self.dtype
             self._cache[full] = Weight(full, dtype, self.shapes[full], self.device)
         return self._cache[full]
 
@@ -65,6 +84,7 @@ class Params:
             f"{self.prefix}{prefix}.",
             self._cache,
             self.row_dtype,
+            self.int8,
         )
 
 
@@ -84,6 +104,10 @@ def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
 
 def linear(x: TensorValue, p: Params, name: str) -> TensorValue:
     weight, bias = p(f"{name}.weight"), p(f"{name}.bias")
+    if p.is_int8(f"{name}.weight"):
+        return int8_product(
+            x, weight, p(f"{name}.weight{SCALE_SUFFIX}"), p(f"{name}.weight{SUM_SUFFIX}"), bias
+        )
     if p.is_rows(f"{name}.weight"):
         return linear_rows(x, weight, bias)
     return x @ weight + bias

@@ -1,0 +1,264 @@
+# int8 linear layers for the CPU: y = dequantize(quantize(x) @ w_q.T) (+ b), CTranslate2's scheme.
+#
+#   x     (m, k) float32 activations, quantized here per row: s_x = max|x_row| / 127,
+#         q_x = clamp(floor(x * (127 / max|x_row|) + 0.5), -127, 127)
+#   w     (blocks, k / 4, 64) int8: the weight quantized per output channel, packed for the
+#         int8 dot-product instruction: block j holds outputs 16j .. 16j + 15, and for each group
+#         of 4 inputs, 16 outputs x 4 bytes (the layout ``maxwhisper_lib.quantization`` writes;
+#         blocks come in multiples of 4, padded with zero rows)
+#   scale (blocks * 16,) float32: each output channel's weight scale s_w
+#   wsum  (blocks * 16,) int32: each output channel's sum of q_w (undoes the +128 shift below)
+#   b     (n,) float32
+#   y     (m, n) float32: float32(acc - 128 * wsum) * (s_x * s_w) + b, where
+#         acc = sum over k of (q_x + 128) * q_w, exact in int32
+#
+# AVX-512 VNNI's vpdpbusd multiplies unsigned by signed bytes, so the activations are shifted
+# to 1 .. 255 and the shift is taken back with the weight sums. Each output lane accumulates
+# its own 4-byte dot products (no horizontal sums); a tile is 4 activation rows x 64 outputs.
+# Without VNNI the same arithmetic runs in plain SIMD (``matmul_int8_portable`` forces it).
+
+from extensibility import InputTensor, OutputTensor, register
+from max.algorithm import sync_parallelize
+from max.gpu.host import DeviceContext
+from max.gpu.host.device_context import DeviceContextBase
+from max.runtime.asyncrt import parallelism_level
+from std.math import floor
+from std.memory import alloc, bitcast
+from std.sys import llvm_intrinsic
+from std.sys.info import CompilationTarget
+
+comptime F32 = DType.float32
+comptime I32 = DType.int32
+comptime LANES = 16  # outputs per block: one 512-bit vector of int32 sums
+comptime BLOCKS_PER_TILE = 4
+comptime ROWS_PER_TILE = 4
+comptime ROWS_PER_CHUNK = 64  # activation rows per work item (the encoder's long inputs)
+comptime GROUPS_PER_PASS = 64  # 256 inputs: a tile's weights (16 KB) and rows stay in L1
+comptime SHIFT = 128
+
+
+@always_inline
+def _dot4[vnni: Bool](
+    acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]
+) -> SIMD[I32, LANES]:
+    """acc + per lane the dot product of 4 unsigned bytes of ``a`` with 4 signed bytes of ``b``."""
+    comptime if vnni:
+        return llvm_intrinsic[
+            "llvm.x86.avx512.vpdpbusd.512", SIMD[I32, LANES], has_side_effect=False
+        ](acc, bitcast[DType.int8, 4 * LANES](a), bitcast[DType.int8, 4 * LANES](b))
+    else:
+        var p = bitcast[DType.uint8, 4 * LANES](a).cast[I32]() * bitcast[
+            DType.int8, 4 * LANES
+        ](b).cast[I32]()
+        var pairs = p.deinterleave()
+        var twos = pairs[0] + pairs[1]
+        var quads = twos.deinterleave()
+        return acc + quads[0] + quads[1]
+
+
+def _linear_int8[has_bias: Bool, vnni: Bool](
+    y: OutputTensor[dtype=F32, rank=2, ...],
+    x: InputTensor[dtype=F32, rank=2, ...],
+    w: InputTensor[dtype=DType.int8, rank=3, ...],
+    scale: InputTensor[dtype=F32, rank=1, ...],
+    wsum: InputTensor[dtype=I32, rank=1, ...],
+    b: InputTensor[dtype=F32, ...],
+    ctx: DeviceContext,
+) raises:
+    var m = x.dim_size(0)
+    var k = x.dim_size(1)
+    var n = y.dim_size(1)
+    var blocks = w.dim_size(0)
+    if k % 4 != 0 or w.dim_size(1) * 4 != k or w.dim_size(2) != 4 * LANES:
+        raise Error("linear_int8: expected x (m, k) and packed w (blocks, k / 4, 64)")
+    if blocks % BLOCKS_PER_TILE != 0 or blocks * LANES < n or y.dim_size(0) != m:
+        raise Error("linear_int8: the packed weight does not cover y's outputs")
+    if scale.dim_size(0) != blocks * LANES or wsum.dim_size(0) != blocks * LANES:
+        raise Error("linear_int8: one scale and one weight sum per packed output expected")
+    if m == 0:
+        return
+    var xp = x.unsafe_ptr()
+    var wp = w.unsafe_ptr().unsafe_bitcast[Int32]()
+    var sp = scale.unsafe_ptr()
+    var cp = wsum.unsafe_ptr()
+    var bp = b.unsafe_ptr()
+    var yp = y.unsafe_ptr()
+    var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
+    var workers = max(1, parallelism_level(cpu_ctx))
+
+    # Activations: one scale per row, bytes shifted to 1 .. 255.
+    var xq = alloc[UInt8](m * k)
+    var xs = alloc[Float32](m)
+
+    var q_tasks = workers if m >= 16 else 1  # a few decoding rows: not worth a thread
+
+    def quantize_rows(task: Int) {var xp, var xq, var xs, var m, var k, var q_tasks}:
+        var per = (m + q_tasks - 1) // q_tasks
+        var k_vec = k - k % LANES
+        for row in range(task * per, min(m, (task + 1) * per)):
+            var src = xp.unsafe_offset(row * k)
+            var dst = xq.unsafe_offset(row * k)
+            var top_v = SIMD[F32, LANES](0)
+            for kk in range(0, k_vec, LANES):
+                top_v = max(top_v, abs(src.unsafe_load[width=LANES](kk)))
+            var top = top_v.reduce_max()
+            for kk in range(k_vec, k):
+                top = max(top, abs(src.unsafe_load(kk)))
+            var inv = Float32(127) / top if top > 0 else Float32(0)
+            xs.unsafe_store(row, top / Float32(127))
+            for kk in range(0, k_vec, LANES):
+                var q = floor(src.unsafe_load[width=LANES](kk) * inv + Float32(0.5))
+                q = min(max(q, Float32(-127)), Float32(127))
+                dst.unsafe_store(kk, (q.cast[I32]() + SHIFT).cast[DType.uint8]())
+            for kk in range(k_vec, k):
+                var q = floor(src.unsafe_load(kk) * inv + Float32(0.5))
+                q = min(max(q, Float32(-127)), Float32(127))
+                dst.unsafe_store(kk, UInt8(Int32(q) + SHIFT))
+
+    if q_tasks == 1:
+        quantize_rows(0)
+    else:
+        sync_parallelize(quantize_rows, q_tasks, cpu_ctx)
+    var xq32 = xq.unsafe_bitcast[Int32]()
+    var groups = k // 4
+
+    # Rows m0 .. m0 + mb - 1 against blocks blk0 .. blk0 + 3, input groups g0 .. g1 - 1; the
+    # running sums start from ``partial`` unless ``first`` and go back there unless ``last``.
+    def tile[mb: Int](m0: Int, blk0: Int, g0: Int, g1: Int, partial: Pointer[mut=True, Int32, ...], first: Bool, last: Bool) {var xq32, var xs, var wp, var sp, var cp, var bp, var yp, var groups, var n}:
+        comptime tile_lanes = BLOCKS_PER_TILE * LANES
+        var acc = SIMD[I32, mb * tile_lanes](0)  # row i, block j: lanes (i * 4 + j) * 16 ..
+        if not first:
+            acc = partial.unsafe_load[width=mb * tile_lanes](0)
+        for g in range(g0, g1):
+            var wv = SIMD[I32, tile_lanes](0)
+            comptime for j in range(BLOCKS_PER_TILE):
+                wv = wv.insert[offset=j * LANES](
+                    wp.unsafe_load[width=LANES](((blk0 + j) * groups + g) * LANES)
+                )
+            comptime for i in range(mb):
+                var xb = SIMD[I32, LANES](xq32.unsafe_load((m0 + i) * groups + g))
+                comptime for j in range(BLOCKS_PER_TILE):
+                    comptime at = (i * BLOCKS_PER_TILE + j) * LANES
+                    acc = acc.insert[offset=at](
+                        _dot4[vnni](
+                            acc.slice[LANES, offset=at](), xb, wv.slice[LANES, offset=j * LANES]()
+                        )
+                    )
+        if not last:
+            partial.unsafe_store(0, acc)
+            return
+        comptime for j in range(BLOCKS_PER_TILE):
+            var col = (blk0 + j) * LANES
+            if col < n:
+                var sv = sp.unsafe_load[width=LANES](col)
+                var shift = cp.unsafe_load[width=LANES](col) * SHIFT
+                comptime for i in range(mb):
+                    var row = m0 + i
+                    var out = (acc.slice[LANES, offset=(i * BLOCKS_PER_TILE + j) * LANES]() - shift).cast[F32]() * (
+                        sv * xs.unsafe_load(row)
+                    )
+                    var dst = yp.unsafe_offset(row * n + col)
+                    if col + LANES <= n:
+                        comptime if has_bias:
+                            out = out + bp.unsafe_load[width=LANES](col)
+                        dst.unsafe_store(0, out)
+                    else:
+                        for lane in range(n - col):
+                            var v = out[lane]
+                            comptime if has_bias:
+                                v = v + bp.unsafe_load(col + lane)
+                            dst.unsafe_store(lane, v)
+
+    # Work items: (chunk of rows) x (tile of 4 blocks), contiguous runs of items, one per worker.
+    # Chunk-major: a chunk's bytes stay in cache while the worker runs every weight tile over
+    # them (the weights of a layer fit L2; a window's 1,500 rows of 1,536 inputs do not); with
+    # a single chunk (decoding) each worker streams its own contiguous part of w.
+    var n_tiles = blocks // BLOCKS_PER_TILE
+    var chunks = (m + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
+    var items = n_tiles * chunks
+    var n_tasks = min(workers, items)
+
+    # Long inputs are taken GROUPS_PER_PASS groups at a time, so that a tile's weights and its
+    # rows' bytes stay in the L1 cache; the int32 sums wait in per-worker scratch in between.
+    def task(t: Int) {var tile, var m, var n_tiles, var items, var n_tasks, var groups}:
+        var per = (items + n_tasks - 1) // n_tasks
+        var scratch = alloc[Int32](ROWS_PER_CHUNK * BLOCKS_PER_TILE * LANES)
+        for item in range(t * per, min(items, (t + 1) * per)):
+            var blk0 = (item % n_tiles) * BLOCKS_PER_TILE
+            var start = (item // n_tiles) * ROWS_PER_CHUNK
+            var end = min(m, start + ROWS_PER_CHUNK)
+            for g0 in range(0, groups, GROUPS_PER_PASS):
+                var g1 = min(groups, g0 + GROUPS_PER_PASS)
+                var first = g0 == 0
+                var last = g1 == groups
+                var m0 = start
+                while m0 + ROWS_PER_TILE <= end:
+                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    tile[ROWS_PER_TILE](m0, blk0, g0, g1, sums, first, last)
+                    m0 += ROWS_PER_TILE
+                if end - m0 >= 2:
+                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    tile[2](m0, blk0, g0, g1, sums, first, last)
+                    m0 += 2
+                if end - m0 == 1:
+                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    tile[1](m0, blk0, g0, g1, sums, first, last)
+        scratch.free()
+
+    sync_parallelize(task, n_tasks, cpu_ctx)
+    xq.free()
+    xs.free()
+
+
+@register("linear_int8")
+struct LinearInt8:
+    """y = dequantized int8 product + b (see the file header)."""
+
+    @staticmethod
+    def execute[target: StaticString](
+        y: OutputTensor[dtype=F32, rank=2, ...],
+        x: InputTensor[dtype=F32, rank=2, ...],
+        w: InputTensor[dtype=DType.int8, rank=3, ...],
+        scale: InputTensor[dtype=F32, rank=1, ...],
+        wsum: InputTensor[dtype=I32, rank=1, ...],
+        b: InputTensor[dtype=F32, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "linear_int8 is a CPU kernel"
+        if b.dim_size(0) != y.dim_size(1):
+            raise Error("linear_int8: bias length differs from the outputs")
+        _linear_int8[True, CompilationTarget.has_vnni()](y, x, w, scale, wsum, b, ctx)
+
+
+@register("matmul_int8")
+struct MatmulInt8:
+    """The same without bias (the tied logits projection)."""
+
+    @staticmethod
+    def execute[target: StaticString](
+        y: OutputTensor[dtype=F32, rank=2, ...],
+        x: InputTensor[dtype=F32, rank=2, ...],
+        w: InputTensor[dtype=DType.int8, rank=3, ...],
+        scale: InputTensor[dtype=F32, rank=1, ...],
+        wsum: InputTensor[dtype=I32, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "matmul_int8 is a CPU kernel"
+        _linear_int8[False, CompilationTarget.has_vnni()](y, x, w, scale, wsum, x, ctx)
+
+
+@register("matmul_int8_portable")
+struct MatmulInt8Portable:
+    """``matmul_int8`` without the dot-product instruction: the plain path, for its tests."""
+
+    @staticmethod
+    def execute[target: StaticString](
+        y: OutputTensor[dtype=F32, rank=2, ...],
+        x: InputTensor[dtype=F32, rank=2, ...],
+        w: InputTensor[dtype=DType.int8, rank=3, ...],
+        scale: InputTensor[dtype=F32, rank=1, ...],
+        wsum: InputTensor[dtype=I32, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "matmul_int8_portable is a CPU kernel"
+        _linear_int8[False, False](y, x, w, scale, wsum, x, ctx)

@@ -1,0 +1,176 @@
+"""The int8 mode: per-channel quantization and packing (NumPy), the Mojo int8 kernel against
+a NumPy model of the same quantized arithmetic, and int8 transcripts against float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maxwhisper_lib import runtime
+from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE, compare
+from maxwhisper_lib.errors import DecodingOptionsError
+from maxwhisper_lib.graphs.kernels import build_int8_graph
+from maxwhisper_lib.quantization import (
+    LANES,
+    TILE_OUTPUTS,
+    int8_linear_reference,
+    quantize_activations,
+    quantize_linear,
+)
+from maxwhisper_lib.weight_mapping import graph_weight_shapes, map_weights
+
+
+def test_quantize_linear_round_trips_within_half_a_step():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((70, 12)).astype(np.float32)
+    q = quantize_linear(w)
+    assert q.packed.shape == (TILE_OUTPUTS * 2 // LANES, 3, 64) and q.packed.dtype == np.int8
+    assert q.out_features == 70 and q.in_features == 12
+    scale = np.abs(w).max(axis=1) / 127
+    np.testing.assert_allclose(q.scale[:70], scale, rtol=1e-6)
+    assert (q.scale[70:] == 0).all() and (q.weight_sum[70:] == 0).all()
+    assert (np.abs(q.dequantized() - w).max(axis=1) <= scale / 2 * (1 + 1e-5)).all()
+    assert (np.abs(q.quantized()).max(axis=1) == 127).all()  # each channel uses its full range
+    np.testing.assert_array_equal(q.weight_sum[:70], q.quantized().astype(np.int32).sum(axis=1))
+
+
+def test_packing_puts_four_inputs_of_sixteen_outputs_side_by_side():
+    w = np.arange(64 * 8, dtype=np.float32).reshape(64, 8) - 200
+    q = quantize_linear(w)
+    unpacked = q.quantized()
+    # block 1, inputs 4..7: output 16 + lane, 4 consecutive inputs per lane
+    np.testing.assert_array_equal(q.packed[1, 1].reshape(LANES, 4), unpacked[16:32, 4:8])
+
+
+@pytest.mark.parametrize(
+    "weight, message",
+    [
+        (np.zeros((4, 6), np.float32), "in % 4 == 0"),
+        (np.full((4, 8), np.nan, np.float32), "NaN or Inf"),
+        (np.zeros(8, np.float32), "linear weight"),
+    ],
+)
+def test_quantize_linear_refuses_bad_weights(weight, message):
+    with pytest.raises(ValueError, match=message):
+        quantize_linear(weight)
+
+
+def test_activation_quantization_per_row():
+    x = np.array([[0.5, -1.0, 0.25, 0.0], [0, 0, 0, 0]], np.float32)
+    q, scale = quantize_activations(x)
+    np.testing.assert_array_equal(q, [[64, -127, 32, 0], [0, 0, 0, 0]])
+    np.testing.assert_allclose(scale, [1 / 127, 0])
+
+
+def test_int8_weight_mapping_shapes_and_dtypes(tiny_weights):
+    registry = map_weights(tiny_weights, rows=True, int8=True)
+    shapes = graph_weight_shapes(tiny_weights.dims, rows=True, int8=True)
+    for name, shape in shapes.items():
+        assert registry[name].shape == shape, name
+    fc1 = "encoder.blocks.0.mlp.fc1.weight"
+    assert registry[fc1].dtype == np.int8 and registry[fc1 + "_sum"].dtype == np.int32
+    assert registry["decoder.logits.weight"].shape[0] * LANES >= tiny_weights.dims.n_vocab
+    assert registry["decoder.blocks.0.cross_attn.kv.weight"].dtype == np.float32  # stays float
+
+
+@pytest.fixture(scope="module")
+def int8_models():
+    """(out features, bias, portable) -> the compiled single-op graph."""
+    cache = {}
+
+    def get(out_features: int, bias: bool, portable: bool = False):
+        key = (out_features, bias, portable)
+        if key not in cache:
+            cache[key] = runtime.compile_graph(
+                build_int8_graph(out_features, bias, portable), "cpu"
+            )
+        return cache[key]
+
+    return get
+
+
+def run_int8(model, x, quantized, bias=None) -> np.ndarray:
+    inputs = [np.ascontiguousarray(x), quantized.packed, quantized.scale, quantized.weight_sum]
+    if bias is not None:
+        inputs.append(np.asarray(bias, np.float32))
+    return model.execute(*inputs)[0].to_numpy().copy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "m, k, n", [(1, 384, 1152), (3, 8, 17), (5, 64, 64), (70, 36, 100), (130, 1536, 70)]
+)
+def test_int8_kernel_matches_the_numpy_model(int8_models, m, k, n):
+    """Same quantized arithmetic: equal to float32 rounding; rows past a 64-row chunk, outputs
+    that fill no whole block, and inputs that fill no whole vector included."""
+    rng = np.random.default_rng(m * 1000 + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((n, k)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    q = quantize_linear(w)
+    out = run_int8(int8_models(n, True), x, q, b)
+    _, relative = compare(out, int8_linear_reference(x, q, b))
+    assert relative < ROW_KERNEL_TOLERANCE
+    _, vs_float = compare(out, x @ w.T + b)
+    assert 1e-4 < vs_float < 3e-2  # int8 is not float32, but close to it
+
+
+@pytest.mark.slow
+def test_portable_path_equals_the_dot_product_instruction(int8_models):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 96)).astype(np.float32)
+    q = quantize_linear(rng.standard_normal((80, 96)).astype(np.float32))
+    fast = run_int8(int8_models(80, False), x, q)
+    plain = run_int8(int8_models(80, False, portable=True), x, q)
+    np.testing.assert_array_equal(fast, plain)
+    _, relative = compare(fast, int8_linear_reference(x, q))
+    assert relative < ROW_KERNEL_TOLERANCE
+
+
+@pytest.mark.slow
+def test_int8_kernel_zero_rows_give_the_bias(int8_models):
+    rng = np.random.default_rng(8)
+    q = quantize_linear(rng.standard_normal((20, 16)).astype(np.float32))
+    b = rng.standard_normal(20).astype(np.float32)
+    x = np.zeros((2, 16), np.float32)
+    np.testing.assert_array_equal(run_int8(int8_models(20, True), x, q, b), np.tile(b, (2, 1)))
+
+
+@pytest.mark.slow
+def test_int8_kernel_refuses_a_weight_that_does_not_fit(int8_models):
+    q = quantize_linear(np.ones((20, 16), np.float32))
+    with pytest.raises(Exception, match="does not cover"):
+        run_int8(int8_models(200, False), np.ones((1, 16), np.float32), q)
+
+
+def test_int8_is_a_cpu_mode():
+    with pytest.raises(DecodingOptionsError, match="CPU only"):
+        runtime.resolve_dtype("int8", "gpu")
+    assert runtime.resolve_dtype("int8", "cpu").name == "float32"  # activations stay float32
+
+
+@pytest.mark.slow
+def test_int8_needs_the_kernels(tiny_weights):
+    from maxwhisper_lib.model import MaxWhisper
+
+    with pytest.raises(DecodingOptionsError, match="row_kernels"):
+        MaxWhisper(tiny_weights, device="cpu", dtype="int8", row_kernels=False)
+
+
+@pytest.fixture(scope="module")
+def max_tiny_int8(tiny_weights):
+    from maxwhisper_lib.model import MaxWhisper
+
+    return MaxWhisper(tiny_weights, device="cpu", dtype="int8")
+
+
+@pytest.mark.slow
+def test_int8_transcribes_jfk_with_float32s_words(max_tiny_int8, max_tiny, jfk_audio):
+    from maxwhisper_lib.scoring import normalize
+    from maxwhisper_lib.transcribe import transcribe
+
+    assert repr(max_tiny_int8).endswith("dtype='int8')")
+    int8_text = transcribe(max_tiny_int8, jfk_audio, temperature=0.0)["text"]
+    exact_text = transcribe(max_tiny, jfk_audio, temperature=0.0)["text"]
+    assert normalize(int8_text) == normalize(exact_text)
+    assert "ask not what your country can do for you" in normalize(int8_text)

@@ -40,7 +40,7 @@ GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "reorder", "alignment"})
 """Graphs built for the row kernels when the model uses them (they take ``row_dtype``)."""
 
-INT8_GRAPHS = frozenset({"encoder", "decoder_step", "alignment"})
+INT8_GRAPHS = frozenset({"encoder", "cross_kv", "decoder_step", "alignment"})
 """Graphs whose linear layers run the int8 kernel in the int8 mode (they take ``int8``)."""
 
 GRAPHS: dict[str, GraphBuilder] = {

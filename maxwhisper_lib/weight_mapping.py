@@ -43,20 +43,21 @@ key/value projection runs once per window over 1,500 positions, so it stays a MA
 TOKEN_EMBEDDING = "decoder.token_embedding"
 
 
-ENCODER_INT8_LINEARS = ("attn.qkv", "attn.out", "mlp.fc1", "mlp.fc2")
+INT8_LINEARS = (*ROW_LINEARS, "cross_attn.kv")
+"""Linear layers quantized in the int8 mode, in both stacks (the encoder has the self-attention
+and MLP ones); the cross-attention key/value projection too (once per window, ``(in, out)``)."""
 LOGITS = "decoder.logits.weight"
 SCALE_SUFFIX, SUM_SUFFIX = "_scale", "_sum"
 
 
 def is_int8_weight(name: str) -> bool:
-    """Whether ``name`` is quantized to int8 in the int8 mode: the encoder's and the decoder's
-    linear weights (not the once-per-window cross-attention key/value projection) and the logits
-    projection."""
+    """Whether ``name`` is quantized to int8 in the int8 mode: every linear weight of the encoder
+    and the decoder blocks, and the logits projection."""
     if name == LOGITS:
         return True
     if ".blocks." not in name and not name.startswith("block."):
         return False
-    return any(name.endswith(f".{lin}.weight") for lin in ROW_LINEARS + ENCODER_INT8_LINEARS)
+    return any(name.endswith(f".{lin}.weight") for lin in INT8_LINEARS)
 
 
 def int8_companion_dtype(name: str) -> DType | None:
@@ -148,7 +149,8 @@ def graph_weight_shapes(
         shapes[LOGITS] = (dims.n_vocab, dims.n_text_state)
         for name in [n for n in shapes if is_int8_weight(n)]:
             shape = shapes[name]
-            out_features, in_features = shape if name.startswith("decoder.") else shape[::-1]
+            rows_layout = name == LOGITS or (name.startswith("decoder.") and is_row_weight(name))
+            out_features, in_features = shape if rows_layout else shape[::-1]
             for suffix, packed in int8_shapes(out_features, in_features).items():
                 shapes[name + suffix] = packed
     return shapes
@@ -234,7 +236,8 @@ def map_weights(
     if int8:
         mapped[LOGITS] = mapped[TOKEN_EMBEDDING]
         for name in [n for n in mapped if is_int8_weight(n)]:
-            weight = mapped[name] if name.startswith("decoder.") else mapped[name].T
+            rows_layout = name == LOGITS or (name.startswith("decoder.") and is_row_weight(name))
+            weight = mapped[name] if rows_layout else mapped[name].T
             quantized = quantize_linear(weight)
             mapped[name] = quantized.packed
             mapped[name + SCALE_SUFFIX] = quantized.scale

@@ -70,7 +70,9 @@ def test_int8_weight_mapping_shapes_and_dtypes(tiny_weights):
     fc1 = "encoder.blocks.0.mlp.fc1.weight"
     assert registry[fc1].dtype == np.int8 and registry[fc1 + "_sum"].dtype == np.int32
     assert registry["decoder.logits.weight"].shape[0] * LANES >= tiny_weights.dims.n_vocab
-    assert registry["decoder.blocks.0.cross_attn.kv.weight"].dtype == np.float32  # stays float
+    kv = registry["decoder.blocks.0.cross_attn.kv.weight"]  # (in, out) in the float layouts
+    assert kv.dtype == np.int8 and kv.shape == (2 * 384 // LANES, 384 // 4, 64)
+    assert registry["decoder.blocks.0.cross_attn.kv.bias"].dtype == np.float32
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +176,20 @@ def test_int8_transcribes_jfk_with_float32s_words(max_tiny_int8, max_tiny, jfk_a
     exact_text = transcribe(max_tiny, jfk_audio, temperature=0.0)["text"]
     assert normalize(int8_text) == normalize(exact_text)
     assert "ask not what your country can do for you" in normalize(int8_text)
+
+
+def test_cli_int8_is_for_the_max_engine():
+    from maxwhisper_lib.cli import UsageError, build_parser, resolve_device
+
+    assert build_parser().parse_args(["a.wav", "--dtype", "int8"]).dtype == "int8"
+    assert resolve_device("max", "cpu", "int8") == "cpu"
+    with pytest.raises(UsageError, match="--engine max"):
+        resolve_device("torch", "cpu", "int8")
+
+
+def test_benchmark_has_an_int8_engine_with_its_own_targets():
+    from maxwhisper_lib.benchmark import INT8_TARGETS, make_engine
+
+    engine = make_engine("max-int8", device="cpu")
+    assert engine.name == "max-int8" and engine.dtype == "int8"
+    assert INT8_TARGETS["faster-whisper-int8"] == 1.5

@@ -134,13 +134,19 @@ def logits(x: TensorValue, p: Params) -> TensorValue:
     return out if out.dtype == DType.float32 else ops.cast(out, DType.float32)
 
 
-def build_cross_kv_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_cross_kv_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, int8: bool = False
+) -> Graph:
     """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> each block's cross keys
-    and values (:func:`cross_types`), interleaved."""
-    p = Params(graph_weight_shapes(dims), dtype, device)
+    and values (:func:`cross_types`), interleaved; ``int8``: the projection as the int8 kernel."""
+    p = Params(graph_weight_shapes(dims, rows=int8, int8=int8), dtype, device, int8=int8)
     features = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_audio_state], device=device)
     rows = TensorType(DType.int64, [BATCH], device=device)
-    with Graph("whisper_cross_kv", input_types=[features, rows]) as graph:
+    with Graph(
+        "whisper_cross_kv" + ("_int8" if int8 else ""),
+        input_types=[features, rows],
+        custom_extensions=KERNEL_EXTENSIONS if int8 else [],
+    ) as graph:
         xa = ops.gather(graph.inputs[0].tensor, graph.inputs[1].tensor, axis=0)
         graph.output(
             *(

@@ -40,10 +40,11 @@ ROW_KERNEL_TOLERANCE = 1e-6
 """The Mojo row kernels against the float64 product of the same stored values: float32
 accumulation only (float16 weights are widened exactly)."""
 
-INT8_TOLERANCE = 3e-2
+INT8_TOLERANCE = 1e-1
 """int8 products against float32 on the same weights: what per-channel int8 weights and
-per-row int8 activations cost (~1e-2 measured); a broken kernel is off by far more, and its
-exact bound is the NumPy model of the quantized arithmetic (``ROW_KERNEL_TOLERANCE``)."""
+per-row int8 activations cost (1e-2 to 6e-2 measured, the logits projection the most); a broken
+kernel (wrong packing, a shift not undone) is off by order 1. Its exact bound is the NumPy model
+of the quantized arithmetic (``ROW_KERNEL_TOLERANCE``)."""
 
 INT8_CHECK_LAYERS = (
     ("encoder.blocks.0.attn.qkv", 1500),

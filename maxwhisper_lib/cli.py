@@ -54,6 +54,11 @@ CLI_ONLY = (
     "max_line_width",
     "max_line_count",
     "max_words_per_line",
+    "vad_filter",
+    "vad_threshold",
+    "vad_min_speech_duration_ms",
+    "vad_min_silence_duration_ms",
+    "vad_speech_pad_ms",
 )
 """Arguments that are not ``transcribe`` keyword arguments."""
 
@@ -146,6 +151,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max_line_count", type=optional_int, default=None, help="(requires --word_timestamps True) the maximum number of lines in a segment")
     p.add_argument("--max_words_per_line", type=optional_int, default=None, help="(requires --word_timestamps True, no effect with --max_line_width) the maximum number of words in a segment")
     p.add_argument("--clip_timestamps", default="0", help="comma-separated list start,end,start,end,... timestamps (in seconds) of clips to process, where the last end timestamp defaults to the end of the file")
+    p.add_argument("--vad_filter", default=False, **flag, help="remove non-speech with Silero VAD before transcribing (timestamps stay on the original audio)")
+    p.add_argument("--vad_threshold", type=float, default=0.5, help="(with --vad_filter) speech probability above which audio is speech")
+    p.add_argument("--vad_min_speech_duration_ms", type=int, default=0, help="(with --vad_filter) drop speech chunks shorter than this")
+    p.add_argument("--vad_min_silence_duration_ms", type=int, default=2000, help="(with --vad_filter) silence that ends a speech chunk")
+    p.add_argument("--vad_speech_pad_ms", type=int, default=400, help="(with --vad_filter) audio kept on each side of a speech chunk")
     p.add_argument("--hallucination_silence_threshold", type=optional_float, default=None, help="(requires --word_timestamps True) skip silent periods longer than this threshold (in seconds) when a possible hallucination is detected")
     # fmt: on
     return p
@@ -186,6 +196,24 @@ def check_output_options(args: argparse.Namespace) -> None:
         report("warning: --max_line_count has no effect without --max_line_width")
     if args.max_words_per_line and args.max_line_width:
         report("warning: --max_words_per_line has no effect with --max_line_width")
+
+
+def vad_options(args: argparse.Namespace) -> dict:
+    """``vad_filter`` and ``vad_parameters`` for ``transcribe_batch`` (checked here)."""
+    if not args.vad_filter:
+        return {}
+    from .vad import VadParameters
+
+    try:
+        parameters = VadParameters(
+            threshold=args.vad_threshold,
+            min_speech_duration_ms=args.vad_min_speech_duration_ms,
+            min_silence_duration_ms=args.vad_min_silence_duration_ms,
+            speech_pad_ms=args.vad_speech_pad_ms,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    return {"vad_filter": True, "vad_parameters": parameters}
 
 
 def model_dims(model: str, model_dir: str | None) -> ModelDimensions | None:
@@ -304,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
     from .transcribe import make_options, transcribe_batch
 
     check_output_options(args)
+    vad = vad_options(args)
     kwargs = {k: v for k, v in vars(args).items() if k not in CLI_ONLY}
     kwargs["temperature"] = temperatures(args.temperature, args.temperature_increment_on_fallback)
     dims = model_dims(args.model, args.model_dir)
@@ -326,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         group: list[tuple[str, np.ndarray]] = []
         for path in args.audio[start : start + args.batch_size]:
             try:
-                group.append((path, load_audio(path, reject_silent=True)))
+                group.append((path, load_audio(path, reject_silent=not args.vad_filter)))
             except AudioError as error:
                 report(str(error))
                 failed = True
@@ -342,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
                 [samples for _, samples in group],
                 batch_size=len(group),
                 verbose=args.verbose,
+                **vad,
                 **kwargs,
             )
         except MaxWhisperError as error:

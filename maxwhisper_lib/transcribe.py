@@ -48,6 +48,7 @@ from .mel import (
 )
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps
 from .tokenizer import LANGUAGES, Tokenizer, get_tokenizer, language_code
+from .vad import SpeechTimeline, VadParameters, remove_non_speech, restore_timestamps
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INPUT_STRIDE = N_FRAMES // 1500
@@ -510,10 +511,17 @@ def decode_with_fallback(
     return results  # type: ignore[return-value]
 
 
-def _as_samples(audio: AudioInput) -> np.ndarray:
-    """16 kHz mono samples; empty or silent audio is an :class:`AudioError`, as in the CLI."""
+def _as_samples(audio: AudioInput, reject_silent: bool = True) -> np.ndarray:
+    """16 kHz mono samples; empty (or, with ``reject_silent``, silent) audio is an
+    :class:`AudioError`, as in the CLI."""
     source = audio if isinstance(audio, str | Path) else np.asarray(audio)
-    return load_audio(source, reject_silent=True)
+    return load_audio(source, reject_silent=reject_silent)
+
+
+def _no_speech_result(options: TranscribeOptions, dims) -> dict:
+    """The result of a file in which voice activity detection found no speech."""
+    language = options.decode_options.get("language") or (None if dims.is_multilingual else "en")
+    return {"text": "", "segments": [], "language": language}
 
 
 def transcribe_batch(
@@ -526,6 +534,8 @@ def transcribe_batch(
     progress: bool | None = None,
     seed: int = 0,
     mel_frontend: str = "auto",
+    vad_filter: bool = False,
+    vad_parameters: VadParameters | dict | None = None,
     **kwargs,
 ) -> list[dict]:
     """Transcribe many files (paths or 16 kHz mono arrays), up to ``batch_size`` windows at once.
@@ -538,19 +548,33 @@ def transcribe_batch(
     ``beam_size``, ``best_of``, ``patience``, ``length_penalty``, ``suppress_tokens``, ...).
     ``verbose``: True prints each segment, False shows a progress bar, None neither;
     ``progress`` overrides the bar (shown over audio seconds). ``seed`` seeds the sampler used
-    at temperatures above 0. Returns one openai-whisper result dict per file, in order.
+    at temperatures above 0. ``vad_filter``: Silero VAD removes non-speech first
+    (:class:`~maxwhisper_lib.vad.VadParameters` or a dict of its fields as ``vad_parameters``);
+    every time in the result is on the original audio's timeline, and a file without speech
+    gives no segments. Returns one openai-whisper result dict per file, in order.
     """
     if batch_size < 1:
         raise DecodingOptionsError(f"batch_size must be at least 1, got {batch_size}")
     options = make_options(backend.dims, temperature, **kwargs)
-    samples = [_as_samples(audio) for audio in audios]
-    rng = np.random.default_rng(seed)
+    samples = [_as_samples(audio, reject_silent=not vad_filter) for audio in audios]
     results: list[dict | None] = [None] * len(samples)
+    timelines: list[SpeechTimeline | None] = [None] * len(samples)
+    if vad_filter:
+        if parse_clip_timestamps(options.clip_timestamps) not in ([], [0.0]):
+            raise DecodingOptionsError("clip_timestamps and vad_filter cannot be combined")
+        parameters = VadParameters.from_options(vad_parameters)
+        for index, file_samples in enumerate(samples):
+            samples[index], timelines[index] = remove_non_speech(file_samples, parameters)
+            if not len(samples[index]):
+                results[index] = _no_speech_result(options, backend.dims)
+    elif vad_parameters is not None:
+        raise DecodingOptionsError("vad_parameters given without vad_filter=True")
+    rng = np.random.default_rng(seed)
     total = sum(len(s) for s in samples) / SAMPLE_RATE
     show = (verbose is False) if progress is None else progress
     with tqdm.tqdm(total=round(total, 2), unit="s", unit_scale=False, disable=not show) as bar:
         runner = _BatchRunner(backend, options, verbose, rng, mel_frontend, bar.update)
-        pending = list(enumerate(samples))
+        pending = [(i, s) for i, s in enumerate(samples) if results[i] is None]
         active: list[FileTranscription] = []
         while pending or active:
             windows: list[Window] = []
@@ -575,6 +599,9 @@ def transcribe_batch(
                     break
             if windows:
                 runner.decode(windows)
+    for result, timeline in zip(results, timelines, strict=True):
+        if timeline is not None and result is not None and result["segments"]:
+            restore_timestamps(result, timeline)
     return results  # type: ignore[return-value]
 
 

@@ -115,6 +115,7 @@ def test_bare_flag_before_audio_is_explained(capsys):
         ([JFK, "--engine", "onnx"], "invalid choice"),
         ([JFK, "--verbose", "maybe"], "expected True or False, got 'maybe'"),
         ([JFK, "--beam_size", "five"], "invalid optional_int value"),
+        ([JFK, "--vad_filter", "--vad_threshold", "2"], "vad threshold must be in (0, 1)"),
     ],
 )
 def test_option_errors_exit_2_before_loading(capsys, tmp_path, args, expected):
@@ -340,3 +341,18 @@ def test_parse_formats():
     for bad in ("", "doc", "txt,doc"):
         with pytest.raises(ValueError, match="unknown output format"):
             parse_formats(bad)
+
+
+@pytest.mark.slow
+def test_vad_filter_silent_file_gives_empty_outputs(capsys, tmp_path, max_cli):
+    """A silent file is an error without the VAD, and no speech (empty transcript) with it."""
+    quiet = tmp_path / "quiet.wav"
+    soundfile.write(quiet, np.zeros(16000 * 5, np.float32), 16000)
+    code, _, err = run_cli(capsys, str(quiet), *GREEDY, "-o", str(tmp_path / "a"), "-f", "json")
+    assert code == 1 and "silent" in err
+    code, _, err = run_cli(
+        capsys, str(quiet), *GREEDY, "--vad_filter", "-o", str(tmp_path / "b"), "-f", "json"
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "b" / "quiet.json").read_text())
+    assert result["segments"] == [] and result["text"] == ""

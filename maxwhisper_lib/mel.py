@@ -7,7 +7,9 @@ openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of
 * :class:`LogMelSpectrogram` computes the whole-file log-mel on the MAX device (one compile per
   ``n_mels``, device and DFT precision, for any length) and returns a device
   :class:`~max.driver.Buffer`; its DFT runs in float64 on the CPU, which keeps it within 1e-4
-  of openai-whisper (see :mod:`maxwhisper_lib.graphs.mel` for why float32 is not enough);
+  of openai-whisper (see :mod:`maxwhisper_lib.graphs.mel` for why float32 is not enough); its
+  host copy (:meth:`LogMelSpectrogram.numpy`) takes long files in 2-minute pieces, bit for bit
+  the same, so that the STFT's memory does not grow with the file;
 * windows are cut on the host with :func:`mel_window` / :func:`pad_or_trim` (on CPU a Buffer
   is viewed as numpy without a copy, so this costs nothing), or on the device with
   :class:`MelWindows`, a small gather graph that also casts to the encoder's dtype, so that a
@@ -32,6 +34,7 @@ from .graphs.mel import (
     N_FFT,
     N_FRAMES,
     build_log_mel_graph,
+    build_log_mel_piece_graph,
     build_mel_window_graph,
 )
 from .runtime import compile_graph, device_ref, resolve_device_name, to_device
@@ -44,6 +47,9 @@ MEL_CHOICES = (80, 128)
 SHORT_PADDING = 20 * 160
 """Zeros that :meth:`LogMelSpectrogram.numpy` really computes when asked for more: its last
 frames (centred windows of ``N_FFT`` samples, ``HOP_LENGTH`` apart) then see only zeros."""
+PIECE_FRAMES = 12_000
+"""Frames (2 minutes) per piece when :meth:`LogMelSpectrogram.numpy` takes a long file in
+pieces: the STFT's intermediates then stay the size of one piece, whatever the file's length."""
 MIN_SAMPLES = N_FFT // 2 + 1
 """Fewest samples (after padding) the STFT's reflect padding accepts."""
 
@@ -134,14 +140,42 @@ class LogMelSpectrogram:
         result is the same, bit for bit, at a fraction of the cost for short clips.
         """
         samples = np.asarray(audio)
-        if padding <= SHORT_PADDING or samples.ndim != 1:
+        if samples.ndim == 1 and samples.size > PIECE_FRAMES * HOP_LENGTH:
+            head = self._in_pieces(samples, min(padding, SHORT_PADDING))
+        elif padding <= SHORT_PADDING or samples.ndim != 1:
             return self(samples, padding).to_numpy()
-        head = self(samples, SHORT_PADDING).to_numpy()
+        else:
+            head = self(samples, SHORT_PADDING).to_numpy()
+        if padding <= SHORT_PADDING:
+            return head
         total = frame_count(samples.size, padding)
         mel = np.empty((self.n_mels, total), dtype=head.dtype)
         mel[:, : head.shape[1]] = head
         mel[:, head.shape[1] :] = head[:, -1:]
         return mel
+
+    def _in_pieces(self, samples: np.ndarray, padding: int) -> np.ndarray:
+        """The log-mel of a long 1-D input, :data:`PIECE_FRAMES` frames at a time: each piece's
+        slice of the reflect-padded signal goes through the piece graph, the floor of
+        ``max - 8`` over the whole file and the scaling follow on the host (the same float32
+        operations as the one-call graph)."""
+        full = _prepare(samples, padding=padding, pad=True)
+        n, total = full.size, full.size // HOP_LENGTH
+        model = _log_mel_piece_model(self.n_mels, self.device, self.stft_dtype)
+        log_spec = np.empty((self.n_mels, total), dtype=np.float32)
+        half = N_FFT // 2
+        for f0 in range(0, total, PIECE_FRAMES):
+            f1 = min(total, f0 + PIECE_FRAMES)
+            index = np.arange(f0 * HOP_LENGTH, (f1 + 2) * HOP_LENGTH) - half  # into `full`
+            index = np.abs(index)  # reflect at the start
+            index = np.where(index >= n, 2 * n - 2 - index, index)  # and at the end
+            piece = np.ascontiguousarray(full[index])
+            log_spec[:, f0:f1] = model.execute(to_device(piece, self.device))[0].to_numpy()
+        floor = log_spec.max() - np.float32(8.0)
+        np.maximum(log_spec, floor, out=log_spec)
+        log_spec += np.float32(4.0)
+        log_spec /= np.float32(4.0)
+        return log_spec
 
 
 class MelWindows:
@@ -204,6 +238,12 @@ def default_stft_dtype(device: str) -> DType:
 @cache
 def _log_mel_model(n_mels: int, device: str, stft_dtype: DType) -> Model:
     graph = build_log_mel_graph(mel_filters(n_mels), device_ref(device), stft_dtype)
+    return compile_graph(graph, device)
+
+
+@cache
+def _log_mel_piece_model(n_mels: int, device: str, stft_dtype: DType) -> Model:
+    graph = build_log_mel_piece_graph(mel_filters(n_mels), device_ref(device), stft_dtype)
     return compile_graph(graph, device)
 
 

@@ -203,3 +203,19 @@ def test_host_copy_with_long_padding_is_bit_identical(log_mel_80, clips, padding
         full = log_mel_80(audio, padding=padding).to_numpy()
         assert fast.shape == full.shape
         assert np.array_equal(fast, full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", [N_SAMPLES, 3201, 0])
+def test_long_input_in_pieces_is_bit_identical(log_mel_80, clips, padding, monkeypatch):
+    """Long files go through the STFT a piece at a time (reflect padding at the file's ends
+    only, the floor over the whole file): the same bits as one call. Pieces of 700 frames
+    here, so that short clips cross several piece boundaries."""
+    import maxwhisper_lib.mel as mel
+
+    monkeypatch.setattr(mel, "PIECE_FRAMES", 700)
+    audio = np.concatenate([clips["jfk"], clips["librispeech-1089-134686-0001"][:12345]])
+    pieces = log_mel_80.numpy(audio, padding=padding)
+    whole = log_mel_80(audio, padding=padding).to_numpy()
+    assert pieces.shape == whole.shape
+    assert np.array_equal(pieces, whole)

@@ -161,6 +161,31 @@ def build_log_mel_graph(
     return graph
 
 
+def log10_mel_of_padded(padded: TensorValue, filters: np.ndarray, stft_dtype: DType) -> TensorValue:
+    """Samples already reflect-padded ``((n + 2) * HOP_LENGTH,)`` -> log10 mel energies
+    ``(n_mels, n)``, before the floor of ``max - 8`` and the scaling (one piece of a file)."""
+    device = padded.device
+    n_frames = padded.shape[0] // HOP_LENGTH - 2
+    frames = stft_frames(padded, n_frames)
+    power = ops.cast(power_spectrum(frames, stft_dtype), DType.float32)
+    energy = power @ _constant(filters.T, DType.float32, device)
+    return ops.transpose(ops.log(ops.max(energy, 1e-10)) * LOG10_OF_E, 0, 1)
+
+
+def build_log_mel_piece_graph(
+    filters: np.ndarray, device: DeviceRef, stft_dtype: DType = DType.float64
+) -> Graph:
+    """Reflect-padded samples of a piece ``((n + 2) * 160,)`` -> its log10 mel ``(n_mels, n)``:
+    long files go through in pieces, the floor taken over all of them afterwards on the host
+    (``LogMelSpectrogram.numpy``), so memory does not grow with the file."""
+    n_mels = filters.shape[0]
+    audio_type = TensorType(DType.float32, [SAMPLES], device=device)
+    name = f"whisper_log10_mel_piece_{n_mels}_{stft_dtype.name}"
+    with Graph(name, input_types=[audio_type]) as graph:
+        graph.output(log10_mel_of_padded(graph.inputs[0].tensor, filters, stft_dtype))
+    return graph
+
+
 def build_mel_window_graph(n_mels: int, dtype: DType, device: DeviceRef) -> Graph:
     """Cut encoder windows out of a whole-file log-mel without leaving the device.
 

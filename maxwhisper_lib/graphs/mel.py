@@ -131,17 +131,36 @@ def power_spectrum(frames: TensorValue, dtype: DType) -> TensorValue:
     return ops.reshape(power, [n_frames, k2_len * n1_len])[:, :N_FREQS]
 
 
+def _log10_energies(frames: TensorValue, filters: np.ndarray, stft_dtype: DType) -> TensorValue:
+    """STFT frames ``(F, N_FFT)`` -> log10 mel energies ``(F, n_mels)`` float32."""
+    power = ops.cast(power_spectrum(frames, stft_dtype), DType.float32)
+    energy = power @ _constant(filters.T, DType.float32, frames.device)
+    return ops.log(ops.max(energy, 1e-10)) * LOG10_OF_E
+
+
 def log_mel(audio: TensorValue, filters: np.ndarray, stft_dtype: DType) -> TensorValue:
     """float32 samples ``(n,)`` -> log-mel ``(n_mels, n // HOP_LENGTH)``; needs ``n > 200``."""
-    device = audio.device
     n_frames = audio.shape[0] // HOP_LENGTH
     frames = stft_frames(reflect_pad(audio, N_FFT // 2), n_frames)
-    power = ops.cast(power_spectrum(frames, stft_dtype), DType.float32)
-    energy = power @ _constant(filters.T, DType.float32, device)
-    log_spec = ops.log(ops.max(energy, 1e-10)) * LOG10_OF_E
+    log_spec = _log10_energies(frames, filters, stft_dtype)
     top = ops.max(ops.reshape(log_spec, [-1]), axis=0)
     log_spec = ops.max(log_spec, top - 8.0)
     return ops.transpose((log_spec + 4.0) / 4.0, 0, 1)
+
+
+def log10_mel_of_padded(padded: TensorValue, filters: np.ndarray, stft_dtype: DType) -> TensorValue:
+    """Samples already reflect-padded ``((n + 2) * HOP_LENGTH,)`` -> log10 mel energies
+    ``(n_mels, n)``, before the floor of ``max - 8`` and the scaling (one piece of a file)."""
+    frames = stft_frames(padded, padded.shape[0] // HOP_LENGTH - 2)
+    return ops.transpose(_log10_energies(frames, filters, stft_dtype), 0, 1)
+
+
+def _samples_graph(name: str, body, filters: np.ndarray, device: DeviceRef, stft_dtype) -> Graph:
+    """A graph of one float32 samples input ``(n,)`` whose output is ``body(samples, ...)``."""
+    audio_type = TensorType(DType.float32, [SAMPLES], device=device)
+    with Graph(f"{name}_{filters.shape[0]}_{stft_dtype.name}", input_types=[audio_type]) as graph:
+        graph.output(body(graph.inputs[0].tensor, filters, stft_dtype))
+    return graph
 
 
 def build_log_mel_graph(
@@ -153,23 +172,7 @@ def build_log_mel_graph(
     ``stft_dtype`` is the precision of the DFT stages (float64, or float32 where a device lacks
     float64 kernels).
     """
-    n_mels = filters.shape[0]
-    audio_type = TensorType(DType.float32, [SAMPLES], device=device)
-    name = f"whisper_log_mel_{n_mels}_{stft_dtype.name}"
-    with Graph(name, input_types=[audio_type]) as graph:
-        graph.output(log_mel(graph.inputs[0].tensor, filters, stft_dtype))
-    return graph
-
-
-def log10_mel_of_padded(padded: TensorValue, filters: np.ndarray, stft_dtype: DType) -> TensorValue:
-    """Samples already reflect-padded ``((n + 2) * HOP_LENGTH,)`` -> log10 mel energies
-    ``(n_mels, n)``, before the floor of ``max - 8`` and the scaling (one piece of a file)."""
-    device = padded.device
-    n_frames = padded.shape[0] // HOP_LENGTH - 2
-    frames = stft_frames(padded, n_frames)
-    power = ops.cast(power_spectrum(frames, stft_dtype), DType.float32)
-    energy = power @ _constant(filters.T, DType.float32, device)
-    return ops.transpose(ops.log(ops.max(energy, 1e-10)) * LOG10_OF_E, 0, 1)
+    return _samples_graph("whisper_log_mel", log_mel, filters, device, stft_dtype)
 
 
 def build_log_mel_piece_graph(
@@ -178,12 +181,9 @@ def build_log_mel_piece_graph(
     """Reflect-padded samples of a piece ``((n + 2) * 160,)`` -> its log10 mel ``(n_mels, n)``:
     long files go through in pieces, the floor taken over all of them afterwards on the host
     (``LogMelSpectrogram.numpy``), so memory does not grow with the file."""
-    n_mels = filters.shape[0]
-    audio_type = TensorType(DType.float32, [SAMPLES], device=device)
-    name = f"whisper_log10_mel_piece_{n_mels}_{stft_dtype.name}"
-    with Graph(name, input_types=[audio_type]) as graph:
-        graph.output(log10_mel_of_padded(graph.inputs[0].tensor, filters, stft_dtype))
-    return graph
+    return _samples_graph(
+        "whisper_log10_mel_piece", log10_mel_of_padded, filters, device, stft_dtype
+    )
 
 
 def build_mel_window_graph(n_mels: int, dtype: DType, device: DeviceRef) -> Graph:

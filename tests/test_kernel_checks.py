@@ -42,7 +42,18 @@ def test_every_component_is_checked_on_random_and_real_inputs(results, tiny_weig
 
 def test_all_components_agree_with_the_reference_in_float32(results):
     assert_all_passed(results)
-    assert all(r.relative_error < 1e-4 for r in results)
+    exact = [r for r in results if not r.component.endswith("vs float32")]  # int8's own error
+    assert all(r.relative_error < 1e-4 for r in exact)
+
+
+def test_int8_checks_bound_the_kernel_exactly_and_show_its_error(results):
+    from maxwhisper_lib.checks import INT8_CHECK_LAYERS, INT8_TOLERANCE, ROW_KERNEL_TOLERANCE
+
+    model = [r for r in results if r.component.endswith("vs NumPy int8 model")]
+    versus = [r for r in results if r.component.endswith("vs float32")]
+    assert len(model) == len(versus) == len(INT8_CHECK_LAYERS)
+    assert all(r.tolerance == ROW_KERNEL_TOLERANCE and r.passed for r in model)
+    assert all(r.tolerance == INT8_TOLERANCE and 1e-3 < r.relative_error < 1e-1 for r in versus)
 
 
 def test_row_kernels_join_the_checks_with_their_tighter_bound(results):

@@ -391,7 +391,7 @@ class KernelChecks:
         tensors = self._source_tensors()
         for name, n_rows in layers:
             weight = tensors[name]
-            bias = None if name == "logits" else tensors[name.removesuffix(".weight") + ".bias"]
+            bias = None if name == "logits" else tensors[f"{name}.bias"]
             quantized = quantize_linear(weight)
             key = ("int8", quantized.out_features, bias is not None)
             compile_s = 0.0

@@ -20,11 +20,19 @@ KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 KERNEL_EXTENSIONS = [KERNELS_DIR]
 
 
-def _rows_product(name: str, x: TensorValue, weight: TensorValue, *extra: TensorValue):
-    """Apply kernel ``name`` to ``x (..., in)`` and ``weight (out, in)`` -> ``(..., out)``."""
+def _rows_product(
+    name: str,
+    x: TensorValue,
+    weight: TensorValue,
+    *extra: TensorValue,
+    out_width: int | None = None,
+):
+    """Apply kernel ``name`` to ``x (..., in)`` and ``weight (out, in)`` -> ``(..., out)``
+    (``out_width`` when the weight's rows are not the outputs, e.g. a packed int8 weight)."""
     if x.dtype != DType.float32:
         raise TypeError(f"{name} takes float32 activations, got {x.dtype}")
-    width, out_width = x.shape[-1], weight.shape[0]
+    width = x.shape[-1]
+    out_width = weight.shape[0] if out_width is None else out_width
     leading = list(x.shape[:-1])
     flat = ops.reshape(x, [-1, width]) if x.rank != 2 else x
     (y,) = ops.custom(
@@ -60,24 +68,14 @@ def int8_product(
     quantize_linear` (activations quantized per row inside the kernel) ``+ bias`` ->
     ``(..., out)`` float32; ``out_features`` defaults to the bias length. ``portable`` forces
     the plain path without the int8 dot-product instruction (no bias; for its tests)."""
-    if x.dtype != DType.float32:
-        raise TypeError(f"int8 products take float32 activations, got {x.dtype}")
     out_width = int(bias.shape[0]) if out_features is None else out_features
     name = "linear_int8" if bias is not None else "matmul_int8"
     if portable:
         if bias is not None:
             raise ValueError("the portable int8 path has no bias")
         name = "matmul_int8_portable"
-    leading = list(x.shape[:-1])
-    flat = ops.reshape(x, [-1, x.shape[-1]]) if x.rank != 2 else x
-    (y,) = ops.custom(
-        name,
-        device=x.device,
-        values=[flat, packed, scale, weight_sum, *([bias] if bias is not None else [])],
-        out_types=[TensorType(DType.float32, [flat.shape[0], out_width], device=x.device)],
-    )
-    y = y.tensor
-    return ops.reshape(y, [*leading, out_width]) if x.rank != 2 else y
+    extra = [scale, weight_sum, *([bias] if bias is not None else [])]
+    return _rows_product(name, x, packed, *extra, out_width=out_width)
 
 
 def cross_attention_rows(

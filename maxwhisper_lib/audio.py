@@ -5,12 +5,14 @@ line (``ffmpeg -i FILE -f s16le -ac 1 -ar 16000 -``): the same libav decoders, t
 libswresample defaults for the down-mix and the resampling, signed 16-bit output scaled to
 [-1, 1), and, like the command line, packets that fail to decode are skipped rather than fatal.
 Every failure is an :class:`~maxwhisper_lib.errors.AudioError` with a one-line message that
-names the source.
+names the source. :func:`stream_audio` gives the same samples in pieces, decoded as they are
+used, for long files.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -49,18 +51,51 @@ def load_audio(
             raise AudioError(f"{label}: empty (0 bytes)")
         samples = _decode(io.BytesIO(bytes(source)), label, sr)
     else:
-        path = Path(source)
+        path = _checked_path(source, name)
         label = name or str(path)
-        if not path.exists():
-            raise AudioError(f"{label}: no such file")
-        if not path.is_file():
-            raise AudioError(f"{label}: not a file")
-        if path.stat().st_size == 0:
-            raise AudioError(f"{label}: empty file (0 bytes)")
         samples = _decode(str(path), label, sr)
     if reject_silent:
         check_audible(samples, label)
     return samples
+
+
+def _checked_path(source: str | Path, name: str | None) -> Path:
+    """``source`` as a path that exists, is a file and is not empty (else an AudioError)."""
+    path = Path(source)
+    label = name or str(path)
+    if not path.exists():
+        raise AudioError(f"{label}: no such file")
+    if not path.is_file():
+        raise AudioError(f"{label}: not a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{label}: empty file (0 bytes)")
+    return path
+
+
+def audio_seconds(source: str | Path, name: str | None = None) -> float:
+    """The duration of a file's first audio stream from its container (0 when it does not
+    say), without decoding it; the file checks and errors of :func:`load_audio`."""
+    path = _checked_path(source, name)
+    label = name or str(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise AudioError(f"{label}: not a readable audio file ({_one_line(error)})") from error
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise AudioError(f"{label}: no audio stream (found {', '.join(kinds)})")
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return float(container.duration or 0) / av.time_base
+
+
+def check_audio(source: str | Path, *, reject_silent: bool = False) -> float:
+    """Decode a file once without keeping its samples, to find what :func:`load_audio` would
+    refuse (an :class:`AudioError`); returns its seconds."""
+    samples = sum(p.size for p in stream_audio(source, reject_silent=reject_silent))
+    return samples / SAMPLE_RATE
 
 
 def check_audible(samples: np.ndarray, name: str, threshold: float = SILENCE_PEAK) -> None:
@@ -96,14 +131,15 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _decode(file: str | io.BytesIO, label: str, sr: int) -> np.ndarray:
-    """Demux and decode the first audio stream, resampled by libswresample to s16 mono ``sr``."""
+def _decoded_chunks(file: str | io.BytesIO, label: str, sr: int) -> Iterator[np.ndarray]:
+    """Demux and decode the first audio stream, resampled by libswresample to s16 mono ``sr``:
+    int16 chunks as libav produces them (at least one sample in all, or an AudioError)."""
     try:
         container = av.open(file, metadata_errors="ignore")
     except av.FFmpegError as error:
         raise AudioError(f"{label}: not a readable audio file ({_one_line(error)})") from error
-    chunks: list[np.ndarray] = []
     first_error: Exception | None = None
+    produced = False
     with container:
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
@@ -119,12 +155,62 @@ def _decode(file: str | io.BytesIO, label: str, sr: int) -> np.ndarray:
                     first_error = first_error or error
                     continue
                 for frame in frames:
-                    chunks.extend(r.to_ndarray() for r in resampler.resample(frame))
-            chunks.extend(r.to_ndarray() for r in resampler.resample(None))
+                    for resampled in resampler.resample(frame):
+                        chunk = resampled.to_ndarray().reshape(-1)
+                        produced = produced or chunk.size > 0
+                        yield chunk
+            for resampled in resampler.resample(None):
+                chunk = resampled.to_ndarray().reshape(-1)
+                produced = produced or chunk.size > 0
+                yield chunk
         except av.FFmpegError as error:  # demuxing or resampling failed: nothing to skip to
             raise AudioError(f"{label}: cannot decode audio ({_one_line(error)})") from error
-    samples = np.concatenate([c.reshape(-1) for c in chunks]) if chunks else np.zeros(0, np.int16)
-    if samples.size == 0:
+    if not produced:
         reason = f" ({_one_line(first_error)})" if first_error else ""
         raise AudioError(f"{label}: the audio stream decodes to no samples{reason}")
-    return samples.astype(np.float32) / 32768.0
+
+
+def _decode(file: str | io.BytesIO, label: str, sr: int) -> np.ndarray:
+    """The whole first audio stream as float32 samples."""
+    return np.concatenate(list(_decoded_chunks(file, label, sr))).astype(np.float32) / 32768.0
+
+
+def stream_audio(
+    source: AudioSource,
+    sr: int = SAMPLE_RATE,
+    *,
+    piece_samples: int = 30 * SAMPLE_RATE,
+    reject_silent: bool = False,
+    name: str | None = None,
+) -> Iterator[np.ndarray]:
+    """:func:`load_audio`'s samples as float32 pieces of ``piece_samples`` (the last one
+    shorter), decoded as they are consumed: memory stays that of one piece, however long the
+    file. The same checks and errors as :func:`load_audio`, raised when they are found (an
+    unreadable file at once; silence with ``reject_silent`` after the last piece)."""
+    if piece_samples < 1:
+        raise ValueError(f"piece_samples must be positive, got {piece_samples}")
+    if isinstance(source, np.ndarray | bytes | bytearray):
+        samples = load_audio(source, sr, reject_silent=reject_silent, name=name)
+        for start in range(0, samples.size, piece_samples):
+            yield samples[start : start + piece_samples]
+        return
+    path = _checked_path(source, name)
+    label = name or str(path)
+    peak = 0.0
+    pending: list[np.ndarray] = []
+    count = 0
+    for chunk in _decoded_chunks(str(path), label, sr):
+        pending.append(chunk)
+        count += chunk.size
+        while count >= piece_samples:
+            joined = np.concatenate(pending)
+            piece = joined[:piece_samples].astype(np.float32) / 32768.0
+            pending, count = [joined[piece_samples:]], joined.size - piece_samples
+            peak = max(peak, float(np.max(np.abs(piece))))
+            yield piece
+    if count:
+        piece = np.concatenate(pending).astype(np.float32) / 32768.0
+        peak = max(peak, float(np.max(np.abs(piece))))
+        yield piece
+    if reject_silent and peak <= SILENCE_PEAK:
+        check_audible(np.array([peak], np.float32), label)

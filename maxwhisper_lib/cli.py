@@ -3,7 +3,7 @@
 Flags, defaults and ``True``/``False``/``None`` conventions are openai-whisper's (``whisper
 --help``; beam search of 5 with temperature fallback), except ``--model tiny.en`` and a progress
 bar unless ``--verbose``. Added: ``--engine`` (``max``, or ``torch`` for openai-whisper's model
-on the same weights), ``--dtype``, ``--batch_size`` (files decoded together), ``--model_dir``,
+on the same weights), ``--dtype``, ``--batch_size`` (windows decoded together: files cut into spans, and files side by side), ``--model_dir``,
 comma-separated ``--output_format`` lists, and bare boolean flags (``--verbose`` = ``True``).
 
 Expected failures are one line on stderr, never a traceback: bad options exit 2 before the model
@@ -123,7 +123,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--output_dir", "-o", default=".", help="directory to save the outputs")
     p.add_argument("--output_format", "-f", type=output_formats, default="all", help="txt, vtt, srt, tsv, json, a comma-separated list of them, or all")
     p.add_argument("--verbose", default=False, **flag, help="print each segment as it is decoded (instead of a progress bar)")
-    p.add_argument("--batch_size", type=int, default=1, help="number of files decoded together (outputs are written as each group finishes)")
+    p.add_argument("--batch_size", type=int, default=1, help="windows decoded together: above 1, each file is cut into spans of up to 30 s (speech spans with --vad_filter) decoded side by side without the previous span's text as prompt, and that many files go together (outputs are written as each group finishes)")
 
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="X->X speech recognition ('transcribe') or X->English translation ('translate')")
     p.add_argument("--language", type=optional_str, default=None, help="language spoken in the audio (code or name); None detects it")
@@ -154,7 +154,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--vad_filter", default=False, **flag, help="remove non-speech with Silero VAD before transcribing (timestamps stay on the original audio)")
     p.add_argument("--vad_threshold", type=float, default=0.5, help="(with --vad_filter) speech probability above which audio is speech")
     p.add_argument("--vad_min_speech_duration_ms", type=int, default=0, help="(with --vad_filter) drop speech chunks shorter than this")
-    p.add_argument("--vad_min_silence_duration_ms", type=int, default=2000, help="(with --vad_filter) silence that ends a speech chunk")
+    p.add_argument("--vad_min_silence_duration_ms", type=int, default=None, help="(with --vad_filter) silence that ends a speech chunk (default 2000, or 160 with --batch_size above 1)")
     p.add_argument("--vad_speech_pad_ms", type=int, default=400, help="(with --vad_filter) audio kept on each side of a speech chunk")
     p.add_argument("--hallucination_silence_threshold", type=optional_float, default=None, help="(requires --word_timestamps True) skip silent periods longer than this threshold (in seconds) when a possible hallucination is detected")
     # fmt: on
@@ -202,13 +202,19 @@ def vad_options(args: argparse.Namespace) -> dict:
     """``vad_filter`` and ``vad_parameters`` for ``transcribe_batch`` (checked here)."""
     if not args.vad_filter:
         return {}
+    from .chunking import BATCHED_VAD_SILENCE_MS
     from .vad import VadParameters
 
+    silence = args.vad_min_silence_duration_ms
+    if silence is None:  # faster-whisper's defaults: 2 s sequentially, 160 ms batched
+        silence = (
+            BATCHED_VAD_SILENCE_MS if args.batch_size > 1 else VadParameters.min_silence_duration_ms
+        )
     try:
         parameters = VadParameters(
             threshold=args.vad_threshold,
             min_speech_duration_ms=args.vad_min_speech_duration_ms,
-            min_silence_duration_ms=args.vad_min_silence_duration_ms,
+            min_silence_duration_ms=silence,
             speech_pad_ms=args.vad_speech_pad_ms,
         )
     except ValueError as error:
@@ -326,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Check everything that can be checked cheaply, then transcribe ``batch_size`` files at a
     time and write each group's outputs as soon as it is done."""
-    from .audio import load_audio
+    from .audio import check_audio, load_audio
     from .errors import AudioError, MaxWhisperError
     from .outputs import write_result
     from .transcribe import make_options, transcribe_batch
@@ -352,10 +358,14 @@ def run(args: argparse.Namespace) -> int:
 
     failed = False
     for start in range(0, len(args.audio), args.batch_size):
-        group: list[tuple[str, np.ndarray]] = []
+        group: list[tuple[str, np.ndarray | Path]] = []
         for path in args.audio[start : start + args.batch_size]:
-            try:
-                group.append((path, load_audio(path, reject_silent=not args.vad_filter)))
+            try:  # without the VAD a file is checked here and streamed later
+                if args.vad_filter:
+                    group.append((path, load_audio(path)))
+                else:
+                    check_audio(path, reject_silent=True)
+                    group.append((path, Path(path)))
             except AudioError as error:
                 report(str(error))
                 failed = True
@@ -368,8 +378,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             results = transcribe_batch(
                 backend,
-                [samples for _, samples in group],
-                batch_size=len(group),
+                [audio for _, audio in group],
+                batch_size=args.batch_size,
+                chunked=args.batch_size > 1,
                 verbose=args.verbose,
                 **vad,
                 **kwargs,

@@ -47,6 +47,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty off Linux)."""
+    return set((_proc_field("/proc/cpuinfo", "flags") or "").split())
+
+
+def has_vnni() -> bool:
+    """Whether the CPU has AVX-512 VNNI, the int8 dot products the int8 kernels use."""
+    return "avx512_vnni" in cpu_flags()
+
+
 def memory_total_gb() -> float | None:
     value = _proc_field("/proc/meminfo", "MemTotal")
     return round(int(value.split()[0]) / 2**20, 1) if value else None

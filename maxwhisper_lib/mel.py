@@ -18,7 +18,7 @@ openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 
 import numpy as np
@@ -61,6 +61,7 @@ __all__ = [
     "N_FRAMES",
     "N_SAMPLES",
     "SAMPLE_RATE",
+    "LogMelPieces",
     "LogMelSpectrogram",
     "MelWindows",
     "default_stft_dtype",
@@ -98,8 +99,10 @@ def pad_or_trim(array: np.ndarray, length: int = N_FRAMES, *, axis: int = -1) ->
     return whisper.audio.pad_or_trim(array, length, axis=axis)
 
 
-def mel_window(mel: np.ndarray, start: int, length: int = N_FRAMES) -> np.ndarray:
+def mel_window(mel: np.ndarray | LogMelPieces, start: int, length: int = N_FRAMES) -> np.ndarray:
     """Host window as ``transcribe`` builds it: ``pad_or_trim(mel[:, start : start + length])``."""
+    if isinstance(mel, LogMelPieces):
+        return mel.window(start, length)
     return pad_or_trim(mel[:, start : start + length], N_FRAMES)
 
 
@@ -155,27 +158,99 @@ class LogMelSpectrogram:
         return mel
 
     def _in_pieces(self, samples: np.ndarray, padding: int) -> np.ndarray:
-        """The log-mel of a long 1-D input, :data:`PIECE_FRAMES` frames at a time: each piece's
-        slice of the reflect-padded signal goes through the piece graph, the floor of
-        ``max - 8`` over the whole file and the scaling follow on the host (the same float32
-        operations as the one-call graph)."""
-        full = _prepare(samples, padding=padding, pad=True)
-        n, total = full.size, full.size // HOP_LENGTH
+        """The log-mel of a long 1-D input, :data:`PIECE_FRAMES` frames at a time (see
+        :meth:`stream`), as one array."""
+        _prepare(samples, padding=padding, pad=False)
+        return self.stream([samples], padding).array()
+
+    def stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
+        """The host log-mel of the samples ``chunks`` yield, one after the other, plus
+        ``padding`` zeros, computed :data:`PIECE_FRAMES` frames at a time as the chunks arrive
+        (e.g. from :func:`~maxwhisper_lib.audio.stream_audio`): each piece's slice of the
+        reflect-padded signal goes through the piece graph, then the floor of ``max - 8`` over
+        the whole file and the scaling are applied on the host (the same float32 operations
+        as the one-call graph, bit for bit :meth:`numpy`). Only the spectrogram is kept, never
+        the samples; padding beyond :data:`SHORT_PADDING` repeats the last frame."""
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
         model = _log_mel_piece_model(self.n_mels, self.device, self.stft_dtype)
-        log_spec = np.empty((self.n_mels, total), dtype=np.float32)
         half = N_FFT // 2
-        for f0 in range(0, total, PIECE_FRAMES):
-            f1 = min(total, f0 + PIECE_FRAMES)
-            index = np.arange(f0 * HOP_LENGTH, (f1 + 2) * HOP_LENGTH) - half  # into `full`
-            index = np.abs(index)  # reflect at the start
-            index = np.where(index >= n, 2 * n - 2 - index, index)  # and at the end
-            piece = np.ascontiguousarray(full[index])
-            log_spec[:, f0:f1] = model.execute(to_device(piece, self.device))[0].to_numpy()
-        floor = log_spec.max() - np.float32(8.0)
-        np.maximum(log_spec, floor, out=log_spec)
-        log_spec += np.float32(4.0)
-        log_spec /= np.float32(4.0)
-        return log_spec
+        piece_samples = (PIECE_FRAMES + 2) * HOP_LENGTH
+        buffer, base = np.zeros(0, np.float32), 0  # buffer holds signal[base : base + size]
+        pieces: list[np.ndarray] = []
+        n_samples = 0
+
+        def run(f0: int, f1: int, n: int | None) -> None:
+            index = np.abs(np.arange(f0 * HOP_LENGTH, (f1 + 2) * HOP_LENGTH) - half)
+            if n is not None:  # reflect at the end
+                index = np.where(index >= n, 2 * n - 2 - index, index)
+            piece = np.ascontiguousarray(buffer[index - base])
+            pieces.append(model.execute(to_device(piece, self.device))[0].to_numpy())
+
+        for chunk in chunks:
+            chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+            n_samples += chunk.size
+            buffer = np.concatenate([buffer, chunk])
+            f0 = len(pieces) * PIECE_FRAMES
+            while (f0 * HOP_LENGTH - half) + piece_samples <= base + buffer.size:
+                run(f0, f0 + PIECE_FRAMES, None)
+                f0 += PIECE_FRAMES
+                keep = max(0, f0 * HOP_LENGTH - half)
+                buffer, base = buffer[keep - base :], keep
+        if n_samples + padding < MIN_SAMPLES:
+            raise AudioError(
+                f"{n_samples} samples (+{padding} padding) is too short for a log-mel "
+                f"spectrogram: at least {MIN_SAMPLES} are needed"
+            )
+        computed = min(padding, SHORT_PADDING)
+        buffer = np.concatenate([buffer, np.zeros(computed, np.float32)])
+        n = base + buffer.size
+        head = n // HOP_LENGTH
+        for f0 in range(len(pieces) * PIECE_FRAMES, head, PIECE_FRAMES):
+            run(f0, min(head, f0 + PIECE_FRAMES), n)
+        floor = max(float(p.max()) for p in pieces) - np.float32(8.0)
+        for piece in pieces:
+            np.maximum(piece, floor, out=piece)
+            piece += np.float32(4.0)
+            piece /= np.float32(4.0)
+        return LogMelPieces(pieces, frame_count(n_samples, padding))
+
+
+class LogMelPieces:
+    """A whole-file log-mel kept as the pieces it was computed in (no copy to join them):
+    ``shape`` is the whole ``(n_mels, frames)``; :meth:`window` cuts encoder windows as
+    :func:`mel_window` does; frames past the computed ones repeat the last (padding)."""
+
+    def __init__(self, pieces: Sequence[np.ndarray], frames: int) -> None:
+        self.pieces = list(pieces)
+        self.starts = np.cumsum([0] + [p.shape[1] for p in self.pieces])
+        self.computed = int(self.starts[-1])
+        self.shape = (self.pieces[0].shape[0], frames)
+        self.dtype = self.pieces[0].dtype
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start : stop`` (clipped to the spectrogram) as one array."""
+        start = min(max(0, start), self.shape[1])
+        stop = min(max(start, stop), self.shape[1])
+        out = np.empty((self.shape[0], stop - start), self.dtype)
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        for i in range(max(first, 0), len(self.pieces)):
+            p0 = int(self.starts[i])
+            lo, hi = max(start, p0), min(stop, int(self.starts[i + 1]))
+            if lo >= hi:
+                break
+            out[:, lo - start : hi - start] = self.pieces[i][:, lo - p0 : hi - p0]
+        if stop > self.computed:
+            out[:, max(self.computed, start) - start :] = self.pieces[-1][:, -1:]
+        return out
+
+    def window(self, start: int, length: int = N_FRAMES) -> np.ndarray:
+        """``pad_or_trim(mel[:, start : start + length])``."""
+        return pad_or_trim(self.frames(start, start + min(length, N_FRAMES)), N_FRAMES)
+
+    def array(self) -> np.ndarray:
+        """The whole spectrogram as one array."""
+        return self.frames(0, self.shape[1])
 
 
 class MelWindows:

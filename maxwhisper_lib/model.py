@@ -12,7 +12,9 @@ come out.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from max.driver import Buffer
@@ -20,7 +22,7 @@ from max.dtype import DType
 from max.engine import Model
 from max.graph import DeviceRef, Graph
 
-from . import runtime
+from . import machine, runtime
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
 from .graphs.decoder import (
@@ -34,6 +36,9 @@ from .graphs.decoder import (
 from .graphs.encoder import build_encoder_graph
 from .weight_mapping import map_weights, row_weight_dtype
 from .weights.canonical import WhisperWeights
+
+if TYPE_CHECKING:
+    from .mel import LogMelPieces
 
 GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 
@@ -185,6 +190,13 @@ class MaxWhisper:
         self.int8 = dtype == "int8"
         if self.int8 and not row_kernels:
             raise DecodingOptionsError("dtype int8 needs the Mojo kernels (row_kernels=True)")
+        if self.int8 and not machine.has_vnni():
+            warnings.warn(
+                "this CPU has no AVX-512 VNNI: the int8 kernels run their "
+                "portable path, which is slower than float32 here; use dtype='float32'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.row_kernels = row_kernels
         self.row_dtype = (
             DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
@@ -239,6 +251,16 @@ class MaxWhisper:
 
         start = time.perf_counter()
         mel = LogMelSpectrogram(self.dims.n_mels, self.device_name).numpy(samples, padding)
+        self._count("log_mel", start)
+        return mel
+
+    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
+        """:meth:`log_mel` of the samples ``chunks`` yield, taken as they arrive (the samples
+        are never held whole; see :meth:`~maxwhisper_lib.mel.LogMelSpectrogram.stream`)."""
+        from .mel import LogMelSpectrogram
+
+        start = time.perf_counter()
+        mel = LogMelSpectrogram(self.dims.n_mels, self.device_name).stream(chunks, padding)
         self._count("log_mel", start)
         return mel
 

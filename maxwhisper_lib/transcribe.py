@@ -27,8 +27,9 @@ import numpy as np
 import tqdm
 from whisper.utils import format_timestamp, get_end, make_safe
 
-from .audio import load_audio
+from .audio import audio_seconds, load_audio, stream_audio
 from .backend import AudioFeatures, WhisperBackend
+from .chunking import batched_vad_parameters, clip_spans, merge_results, speech_spans
 from .decoding import (
     DecodingOptions,
     DecodingResult,
@@ -43,12 +44,19 @@ from .mel import (
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
+    LogMelPieces,
     log_mel_spectrogram_reference,
     mel_window,
 )
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps
 from .tokenizer import LANGUAGES, Tokenizer, get_tokenizer, language_code
-from .vad import SpeechTimeline, VadParameters, remove_non_speech, restore_timestamps
+from .vad import (
+    SpeechTimeline,
+    VadParameters,
+    remove_non_speech,
+    restore_timestamps,
+    speech_chunks,
+)
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INPUT_STRIDE = N_FRAMES // 1500
@@ -152,29 +160,38 @@ def parse_clip_timestamps(clip_timestamps: str | Sequence[float]) -> list[float]
 
 
 def whole_file_log_mel(
-    backend: WhisperBackend, samples: np.ndarray, frontend: str = "auto"
-) -> np.ndarray:
-    """Host float32 log-mel ``(n_mels, frames + 3000)`` of ``samples`` followed by 30 s of zeros.
+    backend: WhisperBackend, audio: np.ndarray | Path, frontend: str = "auto"
+) -> np.ndarray | LogMelPieces:
+    """Host float32 log-mel ``(n_mels, frames + 3000)`` of ``audio`` followed by 30 s of zeros.
 
-    ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference`` (openai-whisper's
-    torch function) or ``auto`` (``max`` for a :class:`~maxwhisper_lib.model.MaxWhisper`).
+    ``audio``: samples, or the path of a file, which the MAX front end decodes and turns into
+    log-mel piece by piece (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never
+    held whole). ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference``
+    (openai-whisper's torch function) or ``auto`` (``max`` for a
+    :class:`~maxwhisper_lib.model.MaxWhisper`).
     """
     if frontend not in MEL_FRONTENDS:
         raise DecodingOptionsError(
             f"unknown mel front end {frontend!r}; choose one of {MEL_FRONTENDS}"
         )
+    from .mel import LogMelSpectrogram
     from .model import MaxWhisper
 
     n_mels = backend.dims.n_mels
     if frontend == "auto":
         frontend = "max" if isinstance(backend, MaxWhisper) else "reference"
+    if isinstance(audio, Path) and frontend == "reference":
+        audio = _as_samples(audio)
     if frontend == "reference":
-        return log_mel_spectrogram_reference(samples, n_mels, padding=N_SAMPLES)
+        return log_mel_spectrogram_reference(audio, n_mels, padding=N_SAMPLES)
+    if isinstance(audio, Path):
+        chunks = stream_audio(audio, reject_silent=True)
+        if isinstance(backend, MaxWhisper):
+            return backend.log_mel_stream(chunks, padding=N_SAMPLES)
+        return LogMelSpectrogram(n_mels, "cpu").stream(chunks, padding=N_SAMPLES)
     if isinstance(backend, MaxWhisper):
-        return backend.log_mel(samples, padding=N_SAMPLES)
-    from .mel import LogMelSpectrogram
-
-    return LogMelSpectrogram(n_mels, "cpu").numpy(samples, padding=N_SAMPLES)
+        return backend.log_mel(audio, padding=N_SAMPLES)
+    return LogMelSpectrogram(n_mels, "cpu").numpy(audio, padding=N_SAMPLES)
 
 
 @dataclass
@@ -190,7 +207,11 @@ class Window:
 
 class FileTranscription:
     """openai-whisper's seek loop for one file, split in two so that many files can share the
-    encoder and decoder: :meth:`next_window` (the loop head) and :meth:`accept` (its body)."""
+    encoder and decoder: :meth:`next_window` (the loop head) and :meth:`accept` (its body).
+    ``clips`` (frame spans) replace ``clip_timestamps``: one span each when a file is batched.
+    ``keep_unfinished``: a window's last segment, cut off by the window's end, keeps its text
+    (ending there) instead of being decoded again from its start, unless it has no text yet
+    (for the spans of a batched file, which end in silence)."""
 
     def __init__(
         self,
@@ -202,8 +223,11 @@ class FileTranscription:
         backend: WhisperBackend,
         verbose: bool | None,
         progress: Callable[[float], None],
+        clips: Sequence[tuple[int, int]] | None = None,
+        keep_unfinished: bool = False,
     ) -> None:
         self.index = index
+        self.keep_unfinished = keep_unfinished
         self.mel = mel
         self.options = options
         self.tokenizer = tokenizer
@@ -213,14 +237,17 @@ class FileTranscription:
         self.progress = progress
         self.content_frames = mel.shape[-1] - N_FRAMES
         self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
-        seek_points = [
-            round(ts * FRAMES_PER_SECOND) for ts in parse_clip_timestamps(options.clip_timestamps)
-        ]
-        if not seek_points:
-            seek_points.append(0)
-        if len(seek_points) % 2 == 1:
-            seek_points.append(self.content_frames)
-        self.seek_clips = list(zip(seek_points[::2], seek_points[1::2], strict=True))
+        if clips is None:
+            seek_points = [
+                round(ts * FRAMES_PER_SECOND)
+                for ts in parse_clip_timestamps(options.clip_timestamps)
+            ]
+            if not seek_points:
+                seek_points.append(0)
+            if len(seek_points) % 2 == 1:
+                seek_points.append(self.content_frames)
+            clips = list(zip(seek_points[::2], seek_points[1::2], strict=True))
+        self.seek_clips = list(clips)
         self.clip_index = 0
         self.seek = self.seek_clips[0][0]
         self.all_tokens: list[int] = []
@@ -318,6 +345,22 @@ class FileTranscription:
                     )
                 )
                 last_slice = current_slice
+            unfinished = tokens[last_slice:].tolist()
+            if (
+                self.keep_unfinished
+                and not single_timestamp_ending
+                and any(token < tokenizer.eot for token in unfinished)
+            ):  # a span of a batched file keeps its last segment's text: it ends at the span
+                current_segments.append(
+                    self._new_segment(
+                        start=time_offset
+                        + (unfinished[0] - tokenizer.timestamp_begin) * TIME_PRECISION,
+                        end=time_offset + segment_duration,
+                        tokens=unfinished,
+                        result=result,
+                    )
+                )
+                single_timestamp_ending = True
             if single_timestamp_ending:
                 self.seek += segment_size  # no speech after the last timestamp
             else:  # ignore the unfinished segment and seek to the last timestamp
@@ -518,6 +561,20 @@ def _as_samples(audio: AudioInput, reject_silent: bool = True) -> np.ndarray:
     return load_audio(source, reject_silent=reject_silent)
 
 
+def _source(audio: AudioInput, vad_filter: bool) -> np.ndarray | Path:
+    """A file's path when it can be streamed (no VAD, which needs all the samples; checked
+    to exist and hold audio), else its samples (silence refused unless the VAD is on)."""
+    if not vad_filter and isinstance(audio, str | Path):
+        path = Path(audio)
+        audio_seconds(path)  # an unreadable file fails here, before any work
+        return path
+    return _as_samples(audio, reject_silent=not vad_filter)
+
+
+def _seconds(source: np.ndarray | Path) -> float:
+    return audio_seconds(source) if isinstance(source, Path) else len(source) / SAMPLE_RATE
+
+
 def _no_speech_result(options: TranscribeOptions, dims) -> dict:
     """The result of a file in which voice activity detection found no speech."""
     language = options.decode_options.get("language") or (None if dims.is_multilingual else "en")
@@ -529,6 +586,7 @@ def transcribe_batch(
     audios: Sequence[AudioInput],
     *,
     batch_size: int = 8,
+    chunked: bool = False,
     verbose: bool | None = None,
     temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
     progress: bool | None = None,
@@ -551,54 +609,90 @@ def transcribe_batch(
     at temperatures above 0. ``vad_filter``: Silero VAD removes non-speech first
     (:class:`~maxwhisper_lib.vad.VadParameters` or a dict of its fields as ``vad_parameters``);
     every time in the result is on the original audio's timeline, and a file without speech
-    gives no segments. Returns one openai-whisper result dict per file, in order.
+    gives no segments. ``chunked``: each file is cut into spans of at most 30 s (speech spans
+    with ``vad_filter``; see :mod:`maxwhisper_lib.chunking`) decoded side by side without the
+    previous span's text as a prompt, instead of window after window. Returns one
+    openai-whisper result dict per file, in order.
     """
     if batch_size < 1:
         raise DecodingOptionsError(f"batch_size must be at least 1, got {batch_size}")
     options = make_options(backend.dims, temperature, **kwargs)
-    samples = [_as_samples(audio, reject_silent=not vad_filter) for audio in audios]
+    if vad_filter and parse_clip_timestamps(options.clip_timestamps) not in ([], [0.0]):
+        raise DecodingOptionsError("clip_timestamps and vad_filter cannot be combined")
+    if vad_parameters is not None and not vad_filter:
+        raise DecodingOptionsError("vad_parameters given without vad_filter=True")
+    if vad_filter:
+        parameters = (
+            batched_vad_parameters(vad_parameters)
+            if chunked
+            else VadParameters.from_options(vad_parameters)
+        )
+    samples = [_source(audio, vad_filter) for audio in audios]
     results: list[dict | None] = [None] * len(samples)
     timelines: list[SpeechTimeline | None] = [None] * len(samples)
-    if vad_filter:
-        if parse_clip_timestamps(options.clip_timestamps) not in ([], [0.0]):
-            raise DecodingOptionsError("clip_timestamps and vad_filter cannot be combined")
-        parameters = VadParameters.from_options(vad_parameters)
-        for index, file_samples in enumerate(samples):
+    speech: list[list[dict] | None] = [None] * len(samples)
+    for index, file_samples in enumerate(samples):
+        if not vad_filter:
+            continue
+        if chunked:
+            speech[index] = speech_chunks(file_samples, parameters)
+            found = bool(speech[index])
+        else:
             samples[index], timelines[index] = remove_non_speech(file_samples, parameters)
-            if not len(samples[index]):
-                results[index] = _no_speech_result(options, backend.dims)
-    elif vad_parameters is not None:
-        raise DecodingOptionsError("vad_parameters given without vad_filter=True")
+            found = bool(len(samples[index]))
+        if not found:
+            results[index] = _no_speech_result(options, backend.dims)
     rng = np.random.default_rng(seed)
-    total = sum(len(s) for s in samples) / SAMPLE_RATE
+    total = sum(_seconds(s) for s, r in zip(samples, results, strict=True) if r is None)
     show = (verbose is False) if progress is None else progress
     with tqdm.tqdm(total=round(total, 2), unit="s", unit_scale=False, disable=not show) as bar:
-        runner = _BatchRunner(backend, options, verbose, rng, mel_frontend, bar.update)
-        pending = [(i, s) for i, s in enumerate(samples) if results[i] is None]
+        runner = _BatchRunner(backend, options, verbose, rng, mel_frontend, bar.update, chunked)
+        pending = [(i, s, speech[i]) for i, s in enumerate(samples) if results[i] is None]
+        del samples  # each file's samples go once its log-mel is taken
+        units: dict[int, list[FileTranscription]] = {}
+        queued: list[FileTranscription] = []
         active: list[FileTranscription] = []
-        while pending or active:
+
+        def fill() -> None:
+            while len(active) < batch_size and (queued or pending):
+                if not queued:
+                    fresh = pending[: batch_size - len(active)]
+                    del pending[: len(fresh)]
+                    for index, file_units in runner.start(fresh).items():
+                        units[index] = file_units
+                        queued.extend(file_units)
+                active.append(queued.pop(0))
+
+        while pending or queued or active:
             windows: list[Window] = []
             asked: set[int] = set()
             while True:
-                fresh = pending[: batch_size - len(active)]
-                del pending[: len(fresh)]
-                active.extend(runner.start(fresh))
+                fill()
                 finished = False
                 for state in list(active):
-                    if state.index in asked:
+                    if id(state) in asked:
                         continue
-                    asked.add(state.index)
+                    asked.add(id(state))
                     window = state.next_window()
                     if window is None:
-                        results[state.index] = state.result()
                         active.remove(state)
                         finished = True
+                        runner.finish(state, units[state.index])
                     else:
                         windows.append(window)
-                if not (finished and pending):
+                if not (finished and (queued or pending)):
                     break
             if windows:
                 runner.decode(windows)
+    for index, file_units in units.items():
+        if chunked:
+            results[index] = merge_results(
+                [u.result() for u in file_units],
+                [u.seek_clips[0] for u in file_units],
+                file_units[0].language,
+            )
+        else:
+            results[index] = file_units[0].result()
     for result, timeline in zip(results, timelines, strict=True):
         if timeline is not None and result is not None and result["segments"]:
             restore_timestamps(result, timeline)
@@ -616,6 +710,7 @@ class _BatchRunner:
         rng: np.random.Generator,
         mel_frontend: str,
         progress: Callable[[float], None],
+        chunked: bool,
     ) -> None:
         self.backend = backend
         self.options = options
@@ -623,14 +718,33 @@ class _BatchRunner:
         self.rng = rng
         self.mel_frontend = mel_frontend
         self.progress = progress
+        self.chunked = chunked
         self.task = options.decode_options.get("task", "transcribe")
+        self.reported: dict[int, float] = {}
 
-    def start(self, files: list[tuple[int, np.ndarray]]) -> list[FileTranscription]:
+    def _progress(self, index: int) -> Callable[[float], None]:
+        def report(seconds: float) -> None:
+            self.reported[index] += seconds
+            self.progress(seconds)
+
+        self.reported[index] = 0.0
+        return report
+
+    def finish(self, unit: FileTranscription, file_units: list[FileTranscription]) -> None:
+        """Once a file's last seek loop is done, the progress bar gets the seconds its loops
+        skipped (silence between spans or clips)."""
+        if all(u.done for u in file_units):
+            self.progress(max(0.0, unit.content_duration - self.reported.pop(unit.index)))
+
+    def start(
+        self, files: list[tuple[int, np.ndarray, list[dict] | None]]
+    ) -> dict[int, list[FileTranscription]]:
         """Log-mel of each file; the language of those that need detecting (one encoder batch
-        of their first 30 s, as openai-whisper: ``pad_or_trim`` of the padded log-mel)."""
+        of their first 30 s, as openai-whisper: ``pad_or_trim`` of the padded log-mel); the
+        file's seek loop, or (``chunked``) one per span of its ``speech`` chunks or clips."""
         if not files:
-            return []
-        mels = [whole_file_log_mel(self.backend, s, self.mel_frontend) for _, s in files]
+            return {}
+        mels = [whole_file_log_mel(self.backend, s, self.mel_frontend) for _, s, _ in files]
         languages: list[str | None] = [self.options.decode_options.get("language")] * len(files)
         if languages[0] is None:
             if not self.backend.dims.is_multilingual:
@@ -647,19 +761,36 @@ class _BatchRunner:
                 if self.verbose is not None:
                     for language in languages:
                         print(f"Detected language: {LANGUAGES[language].title()}")
-        return [
-            FileTranscription(
-                index,
-                mel,
-                self.options,
-                get_tokenizer(self.backend.dims, language=language, task=self.task),
-                language,
-                self.backend,
-                self.verbose,
-                self.progress,
-            )
-            for (index, _), mel, language in zip(files, mels, languages, strict=True)
-        ]
+        started = {}
+        for (index, _, speech), mel, language in zip(files, mels, languages, strict=True):
+            tokenizer = get_tokenizer(self.backend.dims, language=language, task=self.task)
+            progress = self._progress(index)
+            spans: list[tuple[int, int] | None] = [None]
+            if self.chunked:
+                content_frames = mel.shape[-1] - N_FRAMES
+                spans = (
+                    speech_spans(speech, content_frames)
+                    if speech is not None
+                    else clip_spans(
+                        parse_clip_timestamps(self.options.clip_timestamps), content_frames
+                    )
+                )
+            started[index] = [
+                FileTranscription(
+                    index,
+                    mel,
+                    self.options,
+                    tokenizer,
+                    language,
+                    self.backend,
+                    self.verbose,
+                    progress,
+                    clips=None if span is None else [span],
+                    keep_unfinished=span is not None,
+                )
+                for span in spans
+            ]
+        return started
 
     def decode(self, windows: list[Window]) -> None:
         """Encode the windows in one batch, decode them (per language), hand back the results."""
@@ -685,17 +816,22 @@ def transcribe(
     progress: bool | None = None,
     seed: int = 0,
     mel_frontend: str = "auto",
+    batch_size: int | None = None,
     **kwargs,
 ) -> dict:
     """Transcribe one file (a path or a 16 kHz mono array), like ``whisper.transcribe``.
 
     Takes openai-whisper's keyword arguments (see :func:`transcribe_batch`) and returns its
-    result dict ``{"text", "segments", "language"}``.
+    result dict ``{"text", "segments", "language"}``. ``batch_size``: the file is batched
+    (``chunked``, see :mod:`maxwhisper_lib.chunking`): its spans of up to 30 s, speech spans
+    with ``vad_filter=True``, are decoded ``batch_size`` at a time instead of window after
+    window.
     """
     return transcribe_batch(
         backend,
         [audio],
-        batch_size=1,
+        batch_size=batch_size or 1,
+        chunked=batch_size is not None,
         verbose=verbose,
         temperature=temperature,
         progress=progress,

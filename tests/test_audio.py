@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,15 @@ import pytest
 import soundfile
 import whisper.audio
 
-from maxwhisper_lib.audio import SAMPLE_RATE, SILENCE_PEAK, check_audible, load_audio
+from maxwhisper_lib.audio import (
+    SAMPLE_RATE,
+    SILENCE_PEAK,
+    audio_seconds,
+    check_audible,
+    check_audio,
+    load_audio,
+    stream_audio,
+)
 from maxwhisper_lib.errors import AudioError
 from maxwhisper_lib.paths import data_dir
 
@@ -233,3 +242,55 @@ def test_bad_arrays_and_bytes():
         load_audio(b"", name="clip")
     with pytest.raises(AudioError, match=r"^<bytes>: not a readable audio file"):
         load_audio(b"definitely not audio" * 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+@pytest.mark.parametrize("name", ["jfk.flac", "multilingual-en-de.mp3", "osr-us-000-0034-8k.wav"])
+@pytest.mark.parametrize("piece", [1, 12_345, 10**8])
+def test_streamed_pieces_join_to_the_loaded_samples(name, piece):
+    path = data_dir() / name
+    pieces = list(stream_audio(path, piece_samples=piece)) if piece > 1000 else None
+    if pieces is None:  # one sample per piece would take long: take the first few
+        stream = stream_audio(path, piece_samples=piece)
+        first = [next(stream) for _ in range(5)]
+        assert [p.size for p in first] == [1] * 5
+        np.testing.assert_array_equal(np.concatenate(first), load_audio(path)[:5])
+        return
+    whole = load_audio(path)
+    assert all(p.size == piece for p in pieces[:-1]) and 0 < pieces[-1].size <= piece
+    assert all(p.dtype == np.float32 for p in pieces)
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    assert check_audio(path) == pytest.approx(whole.size / SAMPLE_RATE)
+    assert audio_seconds(path) == pytest.approx(whole.size / SAMPLE_RATE, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "no such file"),
+        ("empty", "empty file (0 bytes)"),
+        ("text", "not a readable audio file"),
+        ("video", "no audio stream (found video)"),
+        ("no_samples", "decodes to no samples"),
+    ],
+)
+def test_streaming_bad_files_raises_the_same_errors(tmp_path, kind, message):
+    path = make_bad_file(kind, tmp_path)
+    with pytest.raises(AudioError, match=re.escape(message)):
+        list(stream_audio(path))
+    with pytest.raises(AudioError, match=re.escape(message)):
+        check_audio(path)
+    if kind != "no_samples":  # the container says nothing wrong until it is decoded
+        with pytest.raises(AudioError, match=re.escape(message)):
+            audio_seconds(path)
+
+
+def test_streaming_silence_is_rejected_after_the_last_piece(tmp_path):
+    path = tmp_path / "silence.wav"
+    soundfile.write(path, np.zeros(3 * SAMPLE_RATE, np.int16), SAMPLE_RATE)
+    assert sum(p.size for p in stream_audio(path)) == 3 * SAMPLE_RATE
+    with pytest.raises(AudioError, match=r"the audio is silent \(digital silence\)$"):
+        check_audio(path, reject_silent=True)

@@ -219,3 +219,27 @@ def test_long_input_in_pieces_is_bit_identical(log_mel_80, clips, padding, monke
     whole = log_mel_80(audio, padding=padding).to_numpy()
     assert pieces.shape == whole.shape
     assert np.array_equal(pieces, whole)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", [N_SAMPLES, 0])
+@pytest.mark.parametrize("chunk", [1000, 4321, 10**7])
+def test_streamed_log_mel_is_bit_identical(log_mel_80, clips, padding, chunk, monkeypatch):
+    """Samples arriving in chunks of any size (here across 700-frame pieces) give the same
+    bits as one call, and the pieces' windows are :func:`mel_window`'s."""
+    import maxwhisper_lib.mel as mel
+
+    monkeypatch.setattr(mel, "PIECE_FRAMES", 700)
+    audio = np.concatenate([clips["jfk"], clips["librispeech-1089-134686-0001"][:12345]])
+    whole = log_mel_80(audio, padding=padding).to_numpy()
+    chunks = [audio[i : i + chunk] for i in range(0, audio.size, chunk)]
+    streamed = log_mel_80.stream(iter(chunks), padding=padding)
+    assert streamed.shape == whole.shape
+    assert np.array_equal(streamed.array(), whole)
+    for start, length in [(0, 3000), (650, 123), (1399, 3000), (whole.shape[1] - 10, 3000)]:
+        assert np.array_equal(mel_window(streamed, start, length), mel_window(whole, start, length))
+
+
+def test_streamed_log_mel_of_too_few_samples_is_refused(log_mel_80):
+    with pytest.raises(AudioError, match="too short for a log-mel"):
+        log_mel_80.stream([np.zeros(100, np.float32)], padding=0)

@@ -1,0 +1,69 @@
+"""The long-audio benchmark's bookkeeping: WAV round trip, speed-ups, memory ratios, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maxwhisper_lib.audio import load_audio
+from maxwhisper_lib.benchmark import BenchmarkError
+from maxwhisper_lib.long_audio import (
+    LongAudioResult,
+    Probe,
+    load_long_result,
+    run_long_benchmark,
+    write_wav,
+)
+from maxwhisper_lib.manifest import clip
+
+
+def test_the_long_file_decodes_to_the_samples_it_was_built_from(tmp_path):
+    samples = load_audio(clip("jfk").path)
+    path = write_wav(np.concatenate([samples, samples]), tmp_path / "long.wav")
+    np.testing.assert_array_equal(load_audio(path), np.concatenate([samples, samples]))
+
+
+def _result() -> LongAudioResult:
+    probes = [
+        Probe("max", 10.0, 30.0, 1000.0, 900.0),
+        Probe("max-batched", 10.0, 10.0, 1100.0, 900.0),
+        Probe("faster-whisper-int8-batched", 10.0, 15.0, 700.0, 600.0),
+        Probe("max", 5.0, 15.0, 1000.0, 900.0),
+        Probe("max", 60.0, 180.0, 1150.0, 900.0),
+        Probe("max-batched", 5.0, 5.0, 1000.0, 900.0),
+        Probe("max-batched", 60.0, 60.0, 1300.0, 900.0),
+    ]
+    config = {"engines": ["max", "max-batched"], "minutes": [5.0, 10.0], "memory_minutes": [60.0]}
+    wer = [
+        {"clip": "a", "batched_minus_sequential": 0.5},
+        {"clip": "b", "batched_minus_sequential": 1.5},
+    ]
+    return LongAudioResult(config, {"cpu": "test"}, probes, wer)
+
+
+def test_speedups_memory_ratios_and_verdicts():
+    result = _result()
+    assert result.speedups() == {"max": 3.0, "faster-whisper-int8-batched": 1.5}
+    assert result.memory_ratios() == {"max": 1.15, "max-batched": 1.3}
+    assert result.verdicts() == {
+        "max-batched vs max": "3.0x (target 3.0x: met)",
+        "max-batched vs faster-whisper-int8-batched": "1.5x (target 2.0x: missed)",
+        "max memory": "1.15x (target 1.2x: met)",
+        "max-batched memory": "1.3x (target 1.2x: missed)",
+        "batched WER cost": "+1.50 points (target 1.0: missed)",
+    }
+
+
+def test_results_survive_a_round_trip(tmp_path):
+    import json
+
+    path = tmp_path / "long_audio.json"
+    path.write_text(json.dumps(_result().to_dict()))
+    again = load_long_result(path)
+    assert again.verdicts() == _result().verdicts()
+    assert again.probes == _result().probes
+
+
+def test_unknown_engines_are_refused_before_any_work():
+    with pytest.raises(BenchmarkError, match="unknown long-audio engine"):
+        run_long_benchmark(engines=["max", "whisperx"])

@@ -76,16 +76,8 @@ def audio_seconds(source: str | Path, name: str | None = None) -> float:
     """The duration of a file's first audio stream from its container (0 when it does not
     say), without decoding it; the file checks and errors of :func:`load_audio`."""
     path = _checked_path(source, name)
-    label = name or str(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.FFmpegError as error:
-        raise AudioError(f"{label}: not a readable audio file ({_one_line(error)})") from error
+    container, stream = _open_audio_stream(str(path), name or str(path))
     with container:
-        if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-            raise AudioError(f"{label}: no audio stream (found {', '.join(kinds)})")
-        stream = container.streams.audio[0]
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)
         return float(container.duration or 0) / av.time_base
@@ -131,20 +123,26 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _decoded_chunks(file: str | io.BytesIO, label: str, sr: int) -> Iterator[np.ndarray]:
-    """Demux and decode the first audio stream, resampled by libswresample to s16 mono ``sr``:
-    int16 chunks as libav produces them (at least one sample in all, or an AudioError)."""
+def _open_audio_stream(file: str | io.BytesIO, label: str):
+    """The open container and its first audio stream (an AudioError when there is none)."""
     try:
         container = av.open(file, metadata_errors="ignore")
     except av.FFmpegError as error:
         raise AudioError(f"{label}: not a readable audio file ({_one_line(error)})") from error
+    if not container.streams.audio:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise AudioError(f"{label}: no audio stream (found {', '.join(kinds)})")
+    return container, container.streams.audio[0]
+
+
+def _decoded_chunks(file: str | io.BytesIO, label: str, sr: int) -> Iterator[np.ndarray]:
+    """Demux and decode the first audio stream, resampled by libswresample to s16 mono ``sr``:
+    int16 chunks as libav produces them (at least one sample in all, or an AudioError)."""
+    container, stream = _open_audio_stream(file, label)
     first_error: Exception | None = None
     produced = False
     with container:
-        if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-            raise AudioError(f"{label}: no audio stream (found {', '.join(kinds)})")
-        stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
         try:
             for packet in container.demux(stream):

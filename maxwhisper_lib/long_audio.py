@@ -12,7 +12,8 @@ process (model included) and the text. Engines:
 * ``faster-whisper-int8``: ``WhisperModel.transcribe`` (no VAD), the sequential peer;
 * ``faster-whisper-int8-batched``: ``BatchedInferencePipeline`` (its VAD), the batched peer.
 
-All greedy at temperature 0 with timestamps, no fallback, the same weights.
+All greedy at temperature 0 with timestamps, no fallback, the same weights (the benchmark's
+engines and ``DECODING``).
 ``python -m maxwhisper_lib.long_audio --output reports/NAME`` writes ``long_audio.json`` and
 the plots there.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
-from .benchmark import BenchmarkError, build_long_audio, load_clips
+from .benchmark import DECODING, BenchmarkError, build_long_audio, load_clips, make_engine
 from .mel import SAMPLE_RATE
 from .scoring import word_error_rate
 
@@ -45,7 +46,6 @@ MEMORY_TARGET = 1.2
 """The 60-minute file's peak RSS may be this many times the 5-minute file's at most."""
 WER_POINTS = 1.0
 """Batched WER may exceed sequential WER by this many points on a long dev clip."""
-DECODING = {"temperature": 0.0, "condition_on_previous_text": True}
 
 
 @dataclass
@@ -137,51 +137,21 @@ def load_long_result(path: str | Path) -> LongAudioResult:
 
 
 def _engine(name: str, model: str, dtype: str, batch_size: int):
-    """A callable transcribing a path to text, for ``name``."""
-    if name.startswith("max"):
-        from .model import MaxWhisper
+    """A callable transcribing a path to text, for ``name``: the benchmark's engines (loaded),
+    and for ``max-batched`` its MAX model batched with the VAD."""
+    if name not in LONG_ENGINES:
+        raise BenchmarkError(f"unknown long-audio engine {name!r}; choose from {LONG_ENGINES}")
+    engine = make_engine(name.removesuffix("-batched"), model, "cpu", dtype=dtype)
+    engine.load()
+    if name == "max-batched":
         from .transcribe import transcribe
-        from .weights import load_weights
 
-        backend = MaxWhisper(load_weights(model), "cpu", dtype)
-        extra = {"batch_size": batch_size, "vad_filter": True} if name == "max-batched" else {}
-        return lambda audio: transcribe(backend, audio, **DECODING, **extra)["text"]
-    if name.startswith("faster-whisper-int8"):
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
-
-        from .weights import ct2_path
-
-        fw = WhisperModel(
-            str(ct2_path(model)), "cpu", compute_type="int8", cpu_threads=machine.usable_cores()
-        )
-        if name.endswith("-batched"):
-            pipeline = BatchedInferencePipeline(fw)
-
-            def run(audio):
-                segments, _ = pipeline.transcribe(
-                    str(audio) if isinstance(audio, Path) else audio,
-                    batch_size=batch_size,
-                    beam_size=1,
-                    temperature=0.0,
-                    without_timestamps=False,
-                    vad_filter=True,
-                )
-                return "".join(s.text for s in segments)
-
-            return run
-
-        def run(audio):
-            segments, _ = fw.transcribe(
-                str(audio) if isinstance(audio, Path) else audio,
-                beam_size=1,
-                vad_filter=False,
-                without_timestamps=False,
-                **DECODING,
-            )
-            return "".join(s.text for s in segments)
-
-        return run
-    raise BenchmarkError(f"unknown long-audio engine {name!r}; choose from {LONG_ENGINES}")
+        return lambda audio: transcribe(
+            engine.model, audio, batch_size=batch_size, vad_filter=True, **DECODING
+        )["text"]
+    if name.endswith("-batched"):
+        return lambda audio: engine.transcribe_batch([audio], batch_size)[0].text
+    return lambda audio: engine.transcribe(audio).text
 
 
 def probe(engine: str, path: Path, model: str, dtype: str, batch_size: int) -> dict:
@@ -189,11 +159,11 @@ def probe(engine: str, path: Path, model: str, dtype: str, batch_size: int) -> d
     from .manifest import clip
 
     run = _engine(engine, model, dtype, batch_size)
-    run(Path(clip("jfk").path))
+    run(str(clip("jfk").path))  # paths as str: every engine takes those
     machine.reset_peak_rss()
     baseline = machine.rss_mb()
     start = time.perf_counter()
-    text = run(path)
+    text = run(str(path))
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,

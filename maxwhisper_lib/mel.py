@@ -197,11 +197,7 @@ class LogMelSpectrogram:
                 f0 += PIECE_FRAMES
                 keep = max(0, f0 * HOP_LENGTH - half)
                 buffer, base = buffer[keep - base :], keep
-        if n_samples + padding < MIN_SAMPLES:
-            raise AudioError(
-                f"{n_samples} samples (+{padding} padding) is too short for a log-mel "
-                f"spectrogram: at least {MIN_SAMPLES} are needed"
-            )
+        _check_length(n_samples, padding)
         computed = min(padding, SHORT_PADDING)
         buffer = np.concatenate([buffer, np.zeros(computed, np.float32)])
         n = base + buffer.size
@@ -339,11 +335,16 @@ def _prepare(audio: np.ndarray, *, padding: int, pad: bool) -> np.ndarray:
         raise AudioError(f"expected 1-D mono samples, got shape {samples.shape}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-    if samples.size + padding < MIN_SAMPLES:
-        raise AudioError(
-            f"{samples.size} samples (+{padding} padding) is too short for a log-mel "
-            f"spectrogram: at least {MIN_SAMPLES} are needed"
-        )
+    _check_length(samples.size, padding)
     if pad and padding:
         samples = np.concatenate([samples, np.zeros(padding, dtype=np.float32)])
     return np.ascontiguousarray(samples)
+
+
+def _check_length(n_samples: int, padding: int) -> None:
+    """The STFT's reflect padding needs :data:`MIN_SAMPLES` samples (after padding)."""
+    if n_samples + padding < MIN_SAMPLES:
+        raise AudioError(
+            f"{n_samples} samples (+{padding} padding) is too short for a log-mel "
+            f"spectrogram: at least {MIN_SAMPLES} are needed"
+        )

@@ -561,18 +561,14 @@ def _as_samples(audio: AudioInput, reject_silent: bool = True) -> np.ndarray:
     return load_audio(source, reject_silent=reject_silent)
 
 
-def _source(audio: AudioInput, vad_filter: bool) -> np.ndarray | Path:
-    """A file's path when it can be streamed (no VAD, which needs all the samples; checked
-    to exist and hold audio), else its samples (silence refused unless the VAD is on)."""
+def _source(audio: AudioInput, vad_filter: bool) -> tuple[np.ndarray | Path, float]:
+    """A file's path when it can be streamed (no VAD, which needs all the samples; opened
+    here, so that an unreadable file fails before any work), else its samples (silence
+    refused unless the VAD is on); and its seconds."""
     if not vad_filter and isinstance(audio, str | Path):
-        path = Path(audio)
-        audio_seconds(path)  # an unreadable file fails here, before any work
-        return path
-    return _as_samples(audio, reject_silent=not vad_filter)
-
-
-def _seconds(source: np.ndarray | Path) -> float:
-    return audio_seconds(source) if isinstance(source, Path) else len(source) / SAMPLE_RATE
+        return Path(audio), audio_seconds(audio)
+    samples = _as_samples(audio, reject_silent=not vad_filter)
+    return samples, len(samples) / SAMPLE_RATE
 
 
 def _no_speech_result(options: TranscribeOptions, dims) -> dict:
@@ -627,7 +623,9 @@ def transcribe_batch(
             if chunked
             else VadParameters.from_options(vad_parameters)
         )
-    samples = [_source(audio, vad_filter) for audio in audios]
+    sources = [_source(audio, vad_filter) for audio in audios]
+    samples = [source for source, _ in sources]
+    seconds = [length for _, length in sources]
     results: list[dict | None] = [None] * len(samples)
     timelines: list[SpeechTimeline | None] = [None] * len(samples)
     speech: list[list[dict] | None] = [None] * len(samples)
@@ -639,11 +637,12 @@ def transcribe_batch(
             found = bool(speech[index])
         else:
             samples[index], timelines[index] = remove_non_speech(file_samples, parameters)
+            seconds[index] = len(samples[index]) / SAMPLE_RATE
             found = bool(len(samples[index]))
         if not found:
             results[index] = _no_speech_result(options, backend.dims)
     rng = np.random.default_rng(seed)
-    total = sum(_seconds(s) for s, r in zip(samples, results, strict=True) if r is None)
+    total = sum(t for t, r in zip(seconds, results, strict=True) if r is None)
     show = (verbose is False) if progress is None else progress
     with tqdm.tqdm(total=round(total, 2), unit="s", unit_scale=False, disable=not show) as bar:
         runner = _BatchRunner(backend, options, verbose, rng, mel_frontend, bar.update, chunked)

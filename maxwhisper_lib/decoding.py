@@ -31,11 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from whisper.utils import compression_ratio
 
 from .backend import AudioFeatures, DecoderSession, WhisperBackend
 from .errors import DecodingOptionsError
 from .tokenizer import TASKS, Tokenizer, get_tokenizer, language_code
+from .whisper_parts import module
+
+compression_ratio = module("utils").compression_ratio  # openai-whisper's, without torch
 
 CHUNK_LENGTH = 30
 """Seconds of audio in one window."""

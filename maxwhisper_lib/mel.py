@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 
 import numpy as np
-import torch
-import whisper.audio
 from max.driver import Buffer
 from max.dtype import DType
 from max.engine import Model
@@ -38,11 +36,16 @@ from .graphs.mel import (
     build_mel_window_graph,
 )
 from .runtime import compile_graph, device_ref, resolve_device_name, to_device
+from .whisper_parts import asset
 
-SAMPLE_RATE = whisper.audio.SAMPLE_RATE
-N_SAMPLES = whisper.audio.N_SAMPLES
+SAMPLE_RATE = 16_000
+N_SAMPLES = 30 * SAMPLE_RATE
 """Samples in one 30 s window; ``transcribe`` appends this many zeros before the log-mel."""
-FRAMES_PER_SECOND = whisper.audio.FRAMES_PER_SECOND
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
+TOKENS_PER_SECOND = SAMPLE_RATE // (2 * HOP_LENGTH)
+"""Audio-feature positions (timestamp steps) per second: 50. These are openai-whisper's
+``whisper.audio`` constants (a test holds them equal), defined here so that the MAX path
+imports no torch."""
 MEL_CHOICES = (80, 128)
 SHORT_PADDING = 20 * 160
 """Zeros that :meth:`LogMelSpectrogram.numpy` really computes when asked for more: its last
@@ -82,21 +85,33 @@ def frame_count(n_samples: int, padding: int = 0) -> int:
 def mel_filters(n_mels: int = 80) -> np.ndarray:
     """openai-whisper's ``(n_mels, 201)`` float32 mel filterbank (librosa's, from its assets)."""
     _check_n_mels(n_mels)
-    return whisper.audio.mel_filters("cpu", n_mels).numpy()
+    with np.load(asset("mel_filters.npz"), allow_pickle=False) as filters:
+        return filters[f"mel_{n_mels}"]
 
 
 def log_mel_spectrogram_reference(
     audio: np.ndarray, n_mels: int = 80, padding: int = 0
 ) -> np.ndarray:
     """openai-whisper's own ``log_mel_spectrogram`` (torch, CPU) as a numpy array."""
+    import torch
+    import whisper.audio
+
     _check_n_mels(n_mels)
     samples = torch.from_numpy(_prepare(audio, padding=padding, pad=False))
     return whisper.audio.log_mel_spectrogram(samples, n_mels, padding=padding).numpy()
 
 
 def pad_or_trim(array: np.ndarray, length: int = N_FRAMES, *, axis: int = -1) -> np.ndarray:
-    """Cut or zero-pad ``array`` to ``length`` along ``axis`` (openai-whisper's function)."""
-    return whisper.audio.pad_or_trim(array, length, axis=axis)
+    """Cut or zero-pad ``array`` to ``length`` along ``axis``: openai-whisper's ``pad_or_trim``
+    for NumPy arrays, the same steps (a test compares the two)."""
+    array = np.asarray(array)
+    if array.shape[axis] > length:
+        array = array.take(indices=range(length), axis=axis)
+    if array.shape[axis] < length:
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, length - array.shape[axis])
+        array = np.pad(array, widths)
+    return array
 
 
 def mel_window(mel: np.ndarray | LogMelPieces, start: int, length: int = N_FRAMES) -> np.ndarray:
@@ -117,50 +132,39 @@ class LogMelSpectrogram:
     """
 
     def __init__(
-        self, n_mels: int = 80, device: str = "cpu", stft_dtype: DType | None = None
+        self,
+        n_mels: int = 80,
+        device: str = "cpu",
+        stft_dtype: DType | None = None,
+        piece_model: Model | None = None,
     ) -> None:
         _check_n_mels(n_mels)
         self.n_mels = n_mels
         self.device = resolve_device_name(device)
         self.stft_dtype = stft_dtype or default_stft_dtype(self.device)
-        self._model = _log_mel_model(n_mels, self.device, self.stft_dtype)
+        self._piece_model = piece_model  # e.g. compiled with a model's graphs (MaxWhisper)
 
     def __call__(self, audio: np.ndarray, padding: int = 0) -> Buffer:
-        """``(n_mels, frame_count(len(audio), padding))`` float32 log-mel on the device.
+        """``(n_mels, frame_count(len(audio), padding))`` float32 log-mel on the device (the
+        one-call graph, compiled on first use).
 
         ``audio`` is 16 kHz mono (float32, or anything numpy casts to it); ``padding`` zeros are
         appended on the host before the copy to the device.
         """
         samples = _prepare(audio, padding=padding, pad=True)
-        return self._model.execute(to_device(samples, self.device))[0]
+        model = _log_mel_model(self.n_mels, self.device, self.stft_dtype)
+        return model.execute(to_device(samples, self.device))[0]
 
     def numpy(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        """Same as calling the object, copied to a host array.
+        """Same as calling the object, copied to a host array, computed by the piece graph of
+        :meth:`stream` (bit for bit the same; one graph less to compile for a transcription).
 
         Frames that see only padding zeros all hold one value (the floor), so a long
         ``padding`` (``transcribe`` appends 30 s) is computed as :data:`SHORT_PADDING` zeros,
         whose last frames are such all-zero frames, and that last frame is repeated: the
         result is the same, bit for bit, at a fraction of the cost for short clips.
         """
-        samples = np.asarray(audio)
-        if samples.ndim == 1 and samples.size > PIECE_FRAMES * HOP_LENGTH:
-            head = self._in_pieces(samples, min(padding, SHORT_PADDING))
-        elif padding <= SHORT_PADDING or samples.ndim != 1:
-            return self(samples, padding).to_numpy()
-        else:
-            head = self(samples, SHORT_PADDING).to_numpy()
-        if padding <= SHORT_PADDING:
-            return head
-        total = frame_count(samples.size, padding)
-        mel = np.empty((self.n_mels, total), dtype=head.dtype)
-        mel[:, : head.shape[1]] = head
-        mel[:, head.shape[1] :] = head[:, -1:]
-        return mel
-
-    def _in_pieces(self, samples: np.ndarray, padding: int) -> np.ndarray:
-        """The log-mel of a long 1-D input, :data:`PIECE_FRAMES` frames at a time (see
-        :meth:`stream`), as one array."""
-        _prepare(samples, padding=padding, pad=False)
+        samples = _prepare(audio, padding=padding, pad=False)
         return self.stream([samples], padding).array()
 
     def stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
@@ -169,11 +173,11 @@ class LogMelSpectrogram:
         (e.g. from :func:`~maxwhisper_lib.audio.stream_audio`): each piece's slice of the
         reflect-padded signal goes through the piece graph, then the floor of ``max - 8`` over
         the whole file and the scaling are applied on the host (the same float32 operations
-        as the one-call graph, bit for bit :meth:`numpy`). Only the spectrogram is kept, never
+        as the one-call graph, bit for bit its result). Only the spectrogram is kept, never
         the samples; padding beyond :data:`SHORT_PADDING` repeats the last frame."""
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
-        model = _log_mel_piece_model(self.n_mels, self.device, self.stft_dtype)
+        model = self._piece_model or _log_mel_piece_model(self.n_mels, self.device, self.stft_dtype)
         half = N_FFT // 2
         piece_samples = (PIECE_FRAMES + 2) * HOP_LENGTH
         buffer, base = np.zeros(0, np.float32), 0  # buffer holds signal[base : base + size]

@@ -20,9 +20,9 @@ import numpy as np
 from max.driver import Buffer
 from max.dtype import DType
 from max.engine import Model
-from max.graph import DeviceRef, Graph
+from max.graph import DeviceRef, Graph, Module
 
-from . import machine, runtime
+from . import compiled, machine, runtime
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
 from .graphs.decoder import (
@@ -34,11 +34,14 @@ from .graphs.decoder import (
     self_attention_mask,
 )
 from .graphs.encoder import build_encoder_graph
+from .graphs.kernels import KERNEL_EXTENSIONS
+from .graphs.mel import build_log_mel_piece_graph
+from .mel import default_stft_dtype, mel_filters
 from .weight_mapping import map_weights, row_weight_dtype
 from .weights.canonical import WhisperWeights
 
 if TYPE_CHECKING:
-    from .mel import LogMelPieces
+    from .mel import LogMelPieces, LogMelSpectrogram
 
 GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 
@@ -47,6 +50,10 @@ ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "reorder", "alignment"})
 
 INT8_GRAPHS = frozenset({"encoder", "cross_kv", "decoder_step", "alignment"})
 """Graphs whose linear layers run the int8 kernel in the int8 mode (they take ``int8``)."""
+
+LOG_MEL_PIECE = "log_mel_piece"
+"""The front end's piece graph (:meth:`maxwhisper_lib.mel.LogMelSpectrogram.stream`), compiled
+with the model's graphs."""
 
 GRAPHS: dict[str, GraphBuilder] = {
     "encoder": build_encoder_graph,
@@ -203,6 +210,8 @@ class MaxWhisper:
         )  # the decoder's weights on the device: the checkpoint's precision
         self.registry = weight_registry(weights, self.dtype, rows=row_kernels, int8=self.int8)
         self._models: dict[str, Model] = {}
+        self.from_store = False  # whether the compiled graphs were read back, not compiled
+        self.load_seconds: float | None = None
         self.compile_seconds: dict[str, float] = {}
         self.run_seconds: dict[str, float] = {}
 
@@ -214,25 +223,60 @@ class MaxWhisper:
         )
 
     def compiled(self, name: str) -> Model:
-        """The compiled graph ``name`` (one of :data:`GRAPHS`), compiling it on first use."""
-        if name not in self._models:
+        """The compiled graph ``name`` (one of :data:`GRAPHS`, or :data:`LOG_MEL_PIECE`); the
+        first call compiles every graph of the model together, or reads them back from an
+        earlier process (:func:`maxwhisper_lib.compiled.load_models`)."""
+        if not self._models:
             start = time.perf_counter()
+            self._models, self.from_store = compiled.load_models(
+                f"{self.name} ({self.device_name}, {self.dtype_name})",
+                self._config(),
+                self._build_graphs,
+                self.device_name,
+                self.registry,
+                KERNEL_EXTENSIONS if self.row_kernels else (),
+            )
+            self.load_seconds = time.perf_counter() - start
+            self.compile_seconds = dict.fromkeys(self._models, 0.0)
+            self.compile_seconds["encoder"] = self.load_seconds  # the whole module, once
+        return self._models[name]
+
+    def _config(self) -> dict[str, object]:
+        """What decides the compiled code, besides the sources and the device (see
+        :func:`maxwhisper_lib.compiled.model_key`)."""
+        return {
+            "dims": self.dims,
+            "dtype": self.dtype,
+            "row_dtype": self.row_dtype,
+            "int8": self.int8,
+            "stft_dtype": default_stft_dtype(self.device_name),
+        }
+
+    def graphs(self, module: Module | None = None) -> dict[str, Graph]:
+        """Every graph of the model, built into ``module`` (or each on its own), by our name."""
+        device = runtime.device_ref(self.device_name)
+        graphs: dict[str, Graph] = {}
+        for name, builder in GRAPHS.items():
             extra: dict[str, object] = (
                 {"row_dtype": self.row_dtype} if name in ROW_KERNEL_GRAPHS else {}
             )
             if self.int8 and name in INT8_GRAPHS:
                 extra["int8"] = True
-            graph = GRAPHS[name](
-                self.dims, self.dtype, runtime.device_ref(self.device_name), **extra
-            )
-            self._models[name] = runtime.compile_graph(graph, self.device_name, self.registry)
-            self.compile_seconds[name] = time.perf_counter() - start
-        return self._models[name]
+            graphs[name] = builder(self.dims, self.dtype, device, module=module, **extra)
+        graphs[LOG_MEL_PIECE] = build_log_mel_piece_graph(
+            mel_filters(self.dims.n_mels), device, default_stft_dtype(self.device_name), module
+        )
+        return graphs
+
+    def _build_graphs(self, module: Module) -> dict[str, str]:
+        """Build every graph of the model into ``module``; our name -> the graph's name."""
+        return {name: graph.name for name, graph in self.graphs(module).items()}
 
     def warm_up(
         self, names: Sequence[str] = ("encoder", "cross_kv", "decoder_step")
     ) -> dict[str, float]:
-        """Compile (or load from cache) the graphs transcription needs; seconds per graph."""
+        """Compile (or read back) the model's graphs; seconds per graph (the whole module's
+        time is counted under the first)."""
         for name in names:
             self.compiled(name)
         return {name: self.compile_seconds[name] for name in names}
@@ -247,22 +291,26 @@ class MaxWhisper:
     def log_mel(self, samples: np.ndarray, padding: int = 0) -> np.ndarray:
         """Host float32 log-mel of ``samples`` plus ``padding`` zeros, computed on this model's
         device by :class:`~maxwhisper_lib.mel.LogMelSpectrogram` (timed as ``"log_mel"``)."""
-        from .mel import LogMelSpectrogram
-
         start = time.perf_counter()
-        mel = LogMelSpectrogram(self.dims.n_mels, self.device_name).numpy(samples, padding)
+        mel = self._log_mel().numpy(samples, padding)
         self._count("log_mel", start)
         return mel
 
     def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
         """:meth:`log_mel` of the samples ``chunks`` yield, taken as they arrive (the samples
         are never held whole; see :meth:`~maxwhisper_lib.mel.LogMelSpectrogram.stream`)."""
-        from .mel import LogMelSpectrogram
-
         start = time.perf_counter()
-        mel = LogMelSpectrogram(self.dims.n_mels, self.device_name).stream(chunks, padding)
+        mel = self._log_mel().stream(chunks, padding)
         self._count("log_mel", start)
         return mel
+
+    def _log_mel(self) -> LogMelSpectrogram:
+        """The front end on this model's device, its piece graph from the model's module."""
+        from .mel import LogMelSpectrogram
+
+        return LogMelSpectrogram(
+            self.dims.n_mels, self.device_name, piece_model=self.compiled(LOG_MEL_PIECE)
+        )
 
     def _count(self, name: str, start: float) -> None:
         """Add the seconds since ``start`` to ``run_seconds[name]``."""

@@ -63,7 +63,9 @@ def write_result(
 
     ``options`` holds :data:`WRITER_OPTIONS` for the subtitle formats.
     """
-    from whisper.utils import get_writer  # imports torch: only when writing
+    from .whisper_parts import module
+
+    get_writer = module("utils").get_writer  # openai-whisper's writers, without torch
 
     result = json_safe(result)
     written = []

@@ -12,14 +12,17 @@ writes ``words`` into each segment. The arithmetic is NumPy float32, as torch's 
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from whisper.audio import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
-from whisper.timing import WordTiming, dtw_cpu, merge_punctuations
 
 from .backend import AudioFeatures, WhisperBackend
+from .mel import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from whisper.timing import WordTiming
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -73,6 +76,8 @@ def find_alignment(
     of real audio."""
     if not text_tokens:
         return []
+    from whisper.timing import WordTiming, dtw_cpu  # numba and torch: only for word times
+
     sot_length = len(tokenizer.sot_sequence)
     tokens = np.array(
         [*tokenizer.sot_sequence, tokenizer.no_timestamps, *text_tokens, tokenizer.eot],
@@ -150,6 +155,8 @@ def add_word_timestamps(
     ]
     text_tokens = list(itertools.chain.from_iterable(text_tokens_per_segment))
     alignment = find_alignment(backend, tokenizer, text_tokens, audio, row, num_frames, **kwargs)
+    from whisper.timing import merge_punctuations
+
     median_duration, max_duration = _truncate_long_words_at_sentence_ends(alignment)
     merge_punctuations(alignment, prepend_punctuations, append_punctuations)
 

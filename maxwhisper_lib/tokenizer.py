@@ -11,11 +11,15 @@ the language-name and timestamp arithmetic around it.
 
 from __future__ import annotations
 
-from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE, Tokenizer
-from whisper.tokenizer import get_tokenizer as _whisper_tokenizer
-
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
+from .whisper_parts import module
+
+_whisper_tokenizer_module = module("tokenizer")  # openai-whisper's, without torch
+LANGUAGES = _whisper_tokenizer_module.LANGUAGES
+TO_LANGUAGE_CODE = _whisper_tokenizer_module.TO_LANGUAGE_CODE
+Tokenizer = _whisper_tokenizer_module.Tokenizer
+_whisper_tokenizer = _whisper_tokenizer_module.get_tokenizer
 
 TIMESTAMP_RESOLUTION = 0.02
 """Seconds between consecutive timestamp tokens (``<|0.00|>``, ``<|0.02|>``, ...)."""

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import tqdm
-from whisper.utils import format_timestamp, get_end, make_safe
 
 from .audio import audio_seconds, load_audio, stream_audio
 from .backend import AudioFeatures, WhisperBackend
@@ -57,6 +56,10 @@ from .vad import (
     restore_timestamps,
     speech_chunks,
 )
+from .whisper_parts import module as _whisper_module
+
+_utils = _whisper_module("utils")  # openai-whisper's, without torch
+format_timestamp, get_end, make_safe = _utils.format_timestamp, _utils.get_end, _utils.make_safe
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INPUT_STRIDE = N_FRAMES // 1500

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 from max.dtype import DType
-from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, ops
+from max.graph import BufferType, DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
 from ..weight_mapping import (
@@ -135,7 +135,11 @@ def logits(x: TensorValue, p: Params) -> TensorValue:
 
 
 def build_cross_kv_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, int8: bool = False
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    int8: bool = False,
+    module: Module | None = None,
 ) -> Graph:
     """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> each block's cross keys
     and values (:func:`cross_types`), interleaved; ``int8``: the projection as the int8 kernel."""
@@ -146,6 +150,7 @@ def build_cross_kv_graph(
         "whisper_cross_kv" + ("_int8" if int8 else ""),
         input_types=[features, rows],
         custom_extensions=KERNEL_EXTENSIONS if int8 else [],
+        module=module,
     ) as graph:
         xa = ops.gather(graph.inputs[0].tensor, graph.inputs[1].tensor, axis=0)
         graph.output(
@@ -166,6 +171,7 @@ def build_decoder_step_graph(
     device: DeviceRef,
     row_dtype: DType | None = None,
     int8: bool = False,
+    module: Module | None = None,
 ) -> Graph:
     """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
     self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, [with
@@ -189,6 +195,7 @@ def build_decoder_step_graph(
         "whisper_decoder_step" + ("_int8" if int8 else ""),
         input_types=inputs,
         custom_extensions=extensions(row_dtype),
+        module=module,
     ) as graph:
         tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
         first_cross = 6 if per_window else 5
@@ -228,13 +235,17 @@ def build_decoder_step_graph(
 
 
 def build_reorder_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    row_dtype: DType | None = None,
+    module: Module | None = None,
 ) -> Graph:
     """source rows ``(batch,)`` then the cache buffers: row ``i`` becomes old row ``source[i]``
     (the caches in the step graph's layout for the same ``row_dtype``)."""
     caches = cache_types(dims, dtype, device, rows=row_dtype is not None)
     inputs = [TensorType(DType.int64, [BATCH], device=device), *caches]
-    with Graph("whisper_cache_reorder", input_types=inputs) as graph:
+    with Graph("whisper_cache_reorder", input_types=inputs, module=module) as graph:
         source = graph.inputs[0].tensor
         buffers = [v.buffer for v in graph.inputs[1:]]
         moved = [ops.gather(ops.buffer_load(b), source, axis=0) for b in buffers]
@@ -250,6 +261,7 @@ def build_alignment_graph(
     device: DeviceRef,
     row_dtype: DType | None = None,
     int8: bool = False,
+    module: Module | None = None,
 ) -> Graph:
     """tokens ``(1, n)``, positions ``(n,)``, causal mask ``(n, n)`` and one window's features ->
     logits ``(1, n, n_vocab)`` and cross-attention scores ``(layers, heads, n, n_audio_ctx)``
@@ -265,6 +277,7 @@ def build_alignment_graph(
         "whisper_alignment" + ("_int8" if int8 else ""),
         input_types=inputs,
         custom_extensions=extensions(row_dtype),
+        module=module,
     ) as graph:
         tokens, positions, mask, xa = (v.tensor for v in graph.inputs)
         x = embed_tokens(tokens, positions, p)

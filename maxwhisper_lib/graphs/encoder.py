@@ -8,7 +8,7 @@ binds one block's weights under the alias ``block.*`` so a single compile serves
 from __future__ import annotations
 
 from max.dtype import DType
-from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
+from max.graph import DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
 from ..weight_mapping import graph_weight_shapes
@@ -48,15 +48,21 @@ def _mel_type(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> TensorT
 
 
 def build_encoder_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, int8: bool = False
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    int8: bool = False,
+    module: Module | None = None,
 ) -> Graph:
     """log-mel ``(batch, n_mels, 2 * n_audio_ctx)`` -> features ``(batch, n_audio_ctx, width)``;
-    ``int8``: the blocks' linear layers as the Mojo int8 kernel (CPU)."""
+    ``int8``: the blocks' linear layers as the Mojo int8 kernel (CPU); built into ``module``
+    if given (see :mod:`maxwhisper_lib.compiled`)."""
     p = Params(graph_weight_shapes(dims, rows=int8, int8=int8), dtype, device, int8=int8)
     with Graph(
         "whisper_encoder" + ("_int8" if int8 else ""),
         input_types=[_mel_type(dims, dtype, device)],
         custom_extensions=KERNEL_EXTENSIONS if int8 else [],
+        module=module,
     ) as graph:
         graph.output(encode(graph.inputs[0].tensor, p, dims))
     return graph

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 from max.dtype import DType
-from max.graph import DeviceRef, Dim, Graph, TensorType, TensorValue, ops
+from max.graph import DeviceRef, Dim, Graph, Module, TensorType, TensorValue, ops
 
 N_FFT = 400
 HOP_LENGTH = 160
@@ -155,10 +155,19 @@ def log10_mel_of_padded(padded: TensorValue, filters: np.ndarray, stft_dtype: DT
     return ops.transpose(_log10_energies(frames, filters, stft_dtype), 0, 1)
 
 
-def _samples_graph(name: str, body, filters: np.ndarray, device: DeviceRef, stft_dtype) -> Graph:
-    """A graph of one float32 samples input ``(n,)`` whose output is ``body(samples, ...)``."""
+def _samples_graph(
+    name: str,
+    body,
+    filters: np.ndarray,
+    device: DeviceRef,
+    stft_dtype,
+    module: Module | None = None,
+) -> Graph:
+    """A graph of one float32 samples input ``(n,)`` whose output is ``body(samples, ...)``
+    (built into ``module`` if given)."""
     audio_type = TensorType(DType.float32, [SAMPLES], device=device)
-    with Graph(f"{name}_{filters.shape[0]}_{stft_dtype.name}", input_types=[audio_type]) as graph:
+    name = f"{name}_{filters.shape[0]}_{stft_dtype.name}"
+    with Graph(name, input_types=[audio_type], module=module) as graph:
         graph.output(body(graph.inputs[0].tensor, filters, stft_dtype))
     return graph
 
@@ -176,13 +185,16 @@ def build_log_mel_graph(
 
 
 def build_log_mel_piece_graph(
-    filters: np.ndarray, device: DeviceRef, stft_dtype: DType = DType.float64
+    filters: np.ndarray,
+    device: DeviceRef,
+    stft_dtype: DType = DType.float64,
+    module: Module | None = None,
 ) -> Graph:
     """Reflect-padded samples of a piece ``((n + 2) * 160,)`` -> its log10 mel ``(n_mels, n)``:
     long files go through in pieces, the floor taken over all of them afterwards on the host
     (``LogMelSpectrogram.numpy``), so memory does not grow with the file."""
     return _samples_graph(
-        "whisper_log10_mel_piece", log10_mel_of_padded, filters, device, stft_dtype
+        "whisper_log10_mel_piece", log10_mel_of_padded, filters, device, stft_dtype, module
     )
 
 

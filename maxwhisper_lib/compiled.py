@@ -1,0 +1,176 @@
+"""Compiled models: a model's graphs compiled together once, kept as one MEF file.
+
+On an empty MAX cache every graph compiled on its own pays for elaborating the Mojo kernels it
+uses: on a 2-core machine a graph holding one matmul takes ~100 s, one adding 1 to a vector
+~35 s, and the six graphs of a first transcription took ~11 minutes, one after the other.
+Compiled together in one ``max.graph.Module`` the kernels are elaborated once (measured: three
+matmul graphs together in the time of one alone; the six of a transcription in ~4.5 minutes).
+
+The compiled module is exported as a MEF file under the MAX cache folder
+(``<MODULAR_CACHE_DIR>/maxwhisper/``), named by a digest of everything that decides its code:
+the MAX version, this package's graph and kernel sources, the model's dimensions, dtypes,
+device and CPU (or GPU). A later process reads it back in a fraction of a second, without
+building the graphs or asking MAX's own cache (which re-derives the module's key: ~4 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from max import engine
+from max.engine import Model
+from max.graph import Module
+
+from . import machine, runtime
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCES = ("graphs/*.py", "kernels/*.mojo", "weight_mapping.py", "model.py", "compiled.py")
+"""This package's files whose content goes into every compiled model's key (a change to any
+of them compiles anew)."""
+FIRST_COMPILE_HINT = "about 4-5 minutes on a 2-core CPU, once per machine"
+
+
+@cache
+def source_digest() -> str:
+    """sha256 over the contents of :data:`SOURCES` (and the MAX version)."""
+    digest = hashlib.sha256(metadata.version("max").encode())
+    for pattern in SOURCES:
+        for path in sorted(PACKAGE_DIR.glob(pattern)):
+            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def device_identity(device_name: str) -> str:
+    """What the compiled code depends on besides the sources: the CPU's model and flags (MAX
+    compiles for the host's instruction set), or the GPU's architecture."""
+    if device_name == "gpu":
+        device = runtime.get_device("gpu")
+        return f"gpu:{getattr(device, 'architecture_name', None) or device}"
+    return f"cpu:{machine.cpu_model()}:{' '.join(sorted(machine.cpu_flags()))}"
+
+
+def model_key(config: Mapping[str, object], device_name: str) -> str:
+    """The file name (without suffix) of the compiled model for ``config`` on ``device_name``."""
+    parts = {
+        "sources": source_digest(),
+        "device": device_identity(device_name),
+        **{k: str(v) for k, v in config.items()},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def store_dir() -> Path:
+    """Where compiled models are kept: beside MAX's own cache, so that an empty
+    ``MODULAR_CACHE_DIR`` is a cold start for both."""
+    return runtime.compile_cache_dir() / "maxwhisper"
+
+
+def load_models(
+    label: str,
+    config: Mapping[str, object],
+    build: Callable[[Module], Mapping[str, str]],
+    device_name: str,
+    weights: Mapping[str, object],
+    custom_extensions: Iterable[Path] = (),
+    stream=None,
+) -> tuple[dict[str, Model], bool]:
+    """The graphs ``build`` adds to a module, compiled together once (or read back) and bound
+    to ``weights``; and whether they came from the store (no compile).
+
+    ``build(module)`` returns each graph's name for the caller -> the graph's own name; the
+    result is keyed by the caller's names. A stored model that cannot be read (truncated,
+    another MAX build) is compiled anew and replaced; a store that cannot be written only costs
+    the next process a compile. ``stream``: where :func:`compile_progress` writes (stderr).
+    """
+    session = runtime.get_session(device_name)
+    path = store_dir() / f"{model_key(config, device_name)}.mef"
+    names_path = path.with_suffix(".json")
+    if path.is_file() and names_path.is_file():
+        start = time.perf_counter()
+        try:
+            names = json.loads(names_path.read_text())
+            models = session.init_all(engine.read(path), weights_registry=dict(weights))
+            result = {ours: models[graph] for ours, graph in names.items()}
+        except Exception as error:  # a damaged or foreign file: compile again
+            log.warning("cannot read the compiled %s (%s): compiling again", path, error)
+        else:
+            log.info("read compiled %s from %s in %.2f s", label, path, time.perf_counter() - start)
+            return result, True
+    module = Module()
+    names = dict(build(module))
+    with compile_progress(label, stream):
+        compiled = session.compile(module, custom_extensions=list(custom_extensions))
+    _export(compiled, path, names)
+    models = session.init_all(compiled, weights_registry=dict(weights))
+    return {ours: models[graph] for ours, graph in names.items()}, False
+
+
+def _export(compiled: engine.CompiledModel, path: Path, names: Mapping[str, str]) -> None:
+    """Write ``compiled`` to ``path`` and the graph names beside it, each atomically (the
+    names last: a model is only found once both are complete)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        compiled.export_mef(str(temporary))
+        os.replace(temporary, path)
+        temporary.write_text(json.dumps(dict(names), indent=1))
+        os.replace(temporary, path.with_suffix(".json"))
+    except (OSError, RuntimeError) as error:
+        log.warning("cannot keep the compiled model in %s (%s)", path.parent, error)
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def compile_progress(label: str, stream=None) -> Iterator[None]:
+    """Say that ``label`` is compiling and how long it took; on a terminal, tick the elapsed
+    seconds while it runs (a compile is one blocking call with no progress of its own)."""
+    stream = stream or sys.stderr
+    print(
+        f"maxwhisper: compiling {label} for MAX (first run on this machine: "
+        f"{FIRST_COMPILE_HINT}; cached afterwards)",
+        file=stream,
+        flush=True,
+    )
+    start = time.perf_counter()
+    done = threading.Event()
+    ticker = None
+    if getattr(stream, "isatty", lambda: False)():
+
+        def tick() -> None:
+            while not done.wait(1.0):
+                print(
+                    f"\r  compiling... {time.perf_counter() - start:4.0f} s",
+                    end="",
+                    file=stream,
+                    flush=True,
+                )
+            print(file=stream, flush=True)
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if ticker is not None:
+            ticker.join()
+    print(
+        f"maxwhisper: compiled {label} in {time.perf_counter() - start:.0f} s "
+        f"(kept in {store_dir()})",
+        file=stream,
+        flush=True,
+    )

@@ -46,12 +46,16 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+NOTES = ("maxwhisper: loading ", "maxwhisper: compiling ", "maxwhisper: compiled ")
+"""stderr lines that say what the command is doing (loading the model, a first compile)."""
+
+
 def error_lines(err: str) -> list[str]:
-    """stderr without the progress bar and the model-loading note."""
+    """stderr without the progress bar and the loading and compile notes."""
     return [
         line
         for line in err.splitlines()
-        if line.startswith("maxwhisper:") and "loading" not in line
+        if line.startswith("maxwhisper:") and not line.startswith(NOTES)
     ]
 
 

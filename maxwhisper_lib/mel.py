@@ -8,8 +8,9 @@ openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of
   ``n_mels``, device and DFT precision, for any length) and returns a device
   :class:`~max.driver.Buffer`; its DFT runs in float64 on the CPU, which keeps it within 1e-4
   of openai-whisper (see :mod:`maxwhisper_lib.graphs.mel` for why float32 is not enough); its
-  host copy (:meth:`LogMelSpectrogram.numpy`) takes long files in 2-minute pieces, bit for bit
-  the same, so that the STFT's memory does not grow with the file;
+  host copy (:meth:`LogMelSpectrogram.numpy`, :meth:`LogMelSpectrogram.stream`) goes through a
+  piece graph 2 minutes at a time, bit for bit the same, so that the STFT's memory does not grow
+  with the file;
 * windows are cut on the host with :func:`mel_window` / :func:`pad_or_trim` (on CPU a Buffer
   is viewed as numpy without a copy, so this costs nothing), or on the device with
   :class:`MelWindows`, a small gather graph that also casts to the encoder's dtype, so that a

@@ -50,18 +50,18 @@ FLOAT32_TENSORS = frozenset(
 
 
 def mel_filters(n_mels: int) -> np.ndarray:
-    """openai-whisper's mel filterbank ``(n_mels, 201)`` (the one every engine uses)."""
-    import whisper.audio
+    """openai-whisper's mel filterbank ``(n_mels, 201)`` (the one every engine uses), a copy."""
+    from ..mel import mel_filters as whisper_mel_filters
 
-    return whisper.audio.mel_filters("cpu", n_mels).numpy().astype(np.float32)
+    return whisper_mel_filters(n_mels).astype(np.float32)
 
 
 def vocabulary(n_vocab: int) -> list[bytes]:
     """The tiktoken vocabulary of a model with ``n_vocab`` tokens, in rank order."""
-    import whisper
+    from ..whisper_parts import asset
 
     name = "multilingual" if n_vocab >= 51865 else "gpt2"
-    path = Path(whisper.__file__).parent / "assets" / f"{name}.tiktoken"
+    path = asset(f"{name}.tiktoken")
     ranked = []
     for line in path.read_bytes().splitlines():
         if line:

@@ -4,8 +4,9 @@ against its floor.
 A decoder step at small batch does little arithmetic per byte: it streams every decoder weight,
 the cross-attention keys/values of each sequence and its self-attention cache once. Its floor is
 therefore ``bytes it must read / memory bandwidth``. :func:`bandwidth_probe` measures that
-bandwidth STREAM-style (copy and triad, in NumPy and in a MAX graph) at the size of the step's
-working set; :func:`graph_bytes` counts what each graph must read per call; :func:`decoder_steps`
+bandwidth STREAM-style (copy and triad, in NumPy and in a MAX graph), from memory when the
+step's working set outgrows the last-level cache (arrays four times the cache, STREAM's rule),
+else at the working set's size; :func:`graph_bytes` counts what each graph must read per call; :func:`decoder_steps`
 times one-token steps of any engine that speaks the backend protocol (MAX, or openai-whisper's
 PyTorch model) and sets them against the floor.
 
@@ -117,13 +118,42 @@ def max_stream(array_bytes: int, device: str = "cpu", repeats: int = 10) -> list
     ]
 
 
+def last_level_cache_bytes() -> int | None:
+    """The size of the CPU's largest cache (Linux sysfs), or None where it cannot be read."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip().upper()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+        except (ValueError, IndexError):
+            continue
+    return max(sizes) if sizes else None
+
+
+PROBE_ARRAY_CAP = 1 << 30
+"""The largest array the probe allocates (three of them for the triad)."""
+
+
+def probe_array_bytes(working_set_bytes: int, cache_bytes: int | None) -> int:
+    """Bytes per probe array. A working set larger than the last-level cache is read from
+    memory on every step (a cyclic sweep larger than the cache keeps none of it), so its probe
+    follows STREAM's own rule: each array at least four times the cache (an array that fits,
+    or is still there from the previous pass, measures the cache), up to
+    :data:`PROBE_ARRAY_CAP`. A working set that fits the cache is probed at its own size (a
+    third per array)."""
+    array_bytes = max(working_set_bytes // 3, 1 << 20)
+    if cache_bytes is not None and working_set_bytes > cache_bytes:
+        array_bytes = max(array_bytes, min(4 * cache_bytes, PROBE_ARRAY_CAP))
+    return array_bytes
+
+
 def bandwidth_probe(
     working_set_bytes: int, device: str = "cpu", repeats: int = 10, with_max: bool = True
 ) -> list[BandwidthResult]:
-    """Copy and triad in NumPy (and MAX) with arrays sized so one call moves about
-    ``working_set_bytes``: the bandwidth a decoder step of that working set can expect (on a
-    machine with a large last-level cache, a working set that fits is served from it)."""
-    array_bytes = max(working_set_bytes // 3, 1 << 20)
+    """Copy and triad in NumPy (and MAX) over arrays sized by :func:`probe_array_bytes`: the
+    bandwidth a decoder step that streams ``working_set_bytes`` per call can expect."""
+    array_bytes = probe_array_bytes(working_set_bytes, last_level_cache_bytes())
     results = numpy_stream(array_bytes, repeats) if device == "cpu" else []
     if with_max:
         results += max_stream(array_bytes, device, repeats)
@@ -311,7 +341,11 @@ def measure_roofline(
     probe = bandwidth_probe(working_set)
     bandwidth = best_bandwidth(probe)
     if log:
-        log(f"bandwidth probe at {working_set / 1e6:.0f} MB: best {bandwidth:.1f} GB/s")
+        array_mb = probe[0].array_mb if probe else 0.0
+        log(
+            f"bandwidth probe for a {working_set / 1e6:.0f} MB working set "
+            f"({array_mb:.0f} MB arrays): best {bandwidth:.1f} GB/s"
+        )
     rows = decoder_steps(backends, mel, prompt, batch_sizes, steps, bandwidth, ours, log)
     return {
         "probe": [asdict(r) for r in probe],

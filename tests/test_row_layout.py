@@ -3,6 +3,8 @@ memory-floor accounting, on toy weights: fast, nothing compiles."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from max.dtype import DType
@@ -125,3 +127,23 @@ def test_numpy_stream_reports_bytes_and_rates():
     for r in results:
         assert r.seconds > 0 and r.gb_per_s == pytest.approx(r.bytes_moved / r.seconds / 1e9)
     assert roofline.best_bandwidth(results) == max(r.gb_per_s for r in results)
+
+
+def test_probe_arrays_outgrow_the_cache_when_the_working_set_does():
+    mb = 1 << 20
+    # 75 MB streamed per step past a 32 MB cache: memory, four times the cache per array
+    assert roofline.probe_array_bytes(75 * mb, 32 * mb) == 128 * mb
+    # a working set that fits the cache is probed at its own size, a third per array
+    assert roofline.probe_array_bytes(24 * mb, 32 * mb) == 8 * mb
+    assert roofline.probe_array_bytes(75 * mb, None) == 25 * mb
+    # a huge cache is capped; a huge working set still gets its third
+    assert roofline.probe_array_bytes(900 * mb, 512 * mb) == roofline.PROBE_ARRAY_CAP
+    assert roofline.probe_array_bytes(6000 * mb, 512 * mb) == 2000 * mb
+
+
+def test_last_level_cache_is_read_from_sysfs():
+    size = roofline.last_level_cache_bytes()
+    if not Path("/sys/devices/system/cpu/cpu0/cache").exists():
+        assert size is None
+    else:
+        assert size is not None and size >= 256 << 10  # at least a second-level cache

@@ -6,8 +6,8 @@ the cross-attention keys/values of each sequence and its self-attention cache on
 therefore ``bytes it must read / memory bandwidth``. :func:`bandwidth_probe` measures that
 bandwidth STREAM-style (copy and triad, in NumPy and in a MAX graph), from memory when the
 step's working set outgrows the last-level cache (arrays four times the cache, STREAM's rule),
-else at the working set's size; :func:`graph_bytes` counts what each graph must read per call; :func:`decoder_steps`
-times one-token steps of any engine that speaks the backend protocol (MAX, or openai-whisper's
+else at the working set's size; :func:`graph_bytes` counts what each graph must read per call;
+:func:`decoder_steps` times one-token steps of any engine that speaks the backend protocol (MAX, or openai-whisper's
 PyTorch model) and sets them against the floor.
 
 ``python -m maxwhisper_lib.roofline --help`` runs it from the command line.

@@ -120,10 +120,10 @@ def max_stream(array_bytes: int, device: str = "cpu", repeats: int = 10) -> list
 
 def last_level_cache_bytes() -> int | None:
     """The size of the CPU's largest cache (Linux sysfs), or None where it cannot be read."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     sizes = []
     for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         text = path.read_text().strip().upper()
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         try:
             sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
         except (ValueError, IndexError):

@@ -20,6 +20,7 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, Module, TensorType, ops
 
 from maxwhisper_lib import runtime
+from maxwhisper_lib.graphs.layers import attention_scores
 from maxwhisper_lib.model import MaxWhisper
 from maxwhisper_lib.weights import load_weights
 
@@ -57,7 +58,7 @@ def probe_graphs(model: MaxWhisper) -> Module:
             g.output(g.inputs[0].tensor @ g.inputs[1].tensor)
     with Graph("attention_scores", input_types=[heads, heads], module=module) as g:
         q, k = (v.tensor for v in g.inputs)
-        g.output((q * (1.0 / dh**0.5)) @ ops.transpose(k, -1, -2))
+        g.output(attention_scores(q, ops.transpose(k, -1, -2)))
     with Graph("attention_softmax", input_types=[scores], module=module) as g:
         g.output(ops.softmax(g.inputs[0].tensor))
     with Graph("attention_values", input_types=[scores, heads], module=module) as g:

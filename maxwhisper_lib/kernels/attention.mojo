@@ -15,8 +15,9 @@
 #
 # Decoding reads every stored key and value once per new token, so both are bound by memory
 # bandwidth: one task per (sequence, head) streams that head's keys and values once per query
-# row, in float32. Only filled cache slots are read (not the whole capacity), and sequences that
-# share a window read the same cross keys/values (no copy per beam).
+# row, in float32. Only filled cache slots are read (not the whole capacity). Cross-attention
+# runs one task per (window, head) over every sequence of that window: beams share their
+# window's keys/values (no copy per beam) and read them from memory once per step.
 
 from extensibility import InputTensor, OutputTensor, register
 from extensibility.managed_tensor_slice import _MutableInputTensor as MutableInputTensor
@@ -100,24 +101,29 @@ struct CrossAttentionRows:
                 raise Error("cross_attention_rows: window row out of range")
         var scale = Float32(1.0) / sqrt(Float32(head_width))
 
-        def head_task(task: Int) {var qp, var kp, var vp, var rp, var yp, var n_new, var width, var heads, var n_ctx, var scale}:
-            var i = task // heads
+        # One task per (window, head): every sequence of that window in turn, so beams of one
+        # window read its keys/values from memory once and from cache after that.
+        def window_task(task: Int) {var qp, var kp, var vp, var rp, var yp, var batch, var n_new, var width, var heads, var n_ctx, var scale}:
+            var window = task // heads
             var head = task % heads
-            var base = (Int(rp.unsafe_load(i)) * heads + head) * n_ctx * head_width
+            var base = (window * heads + head) * n_ctx * head_width
             var scores = alloc[Float32](n_ctx)
-            for t in range(n_new):
-                var offset = (i * n_new + t) * width + head * head_width
-                var qv = qp.unsafe_load[width=head_width](offset) * scale
-                yp.unsafe_store(
-                    offset,
-                    _attend[head_width](
-                        qv, kp.unsafe_offset(base), vp.unsafe_offset(base), n_ctx, scores
-                    ),
-                )
+            for i in range(batch):
+                if Int(rp.unsafe_load(i)) != window:
+                    continue
+                for t in range(n_new):
+                    var offset = (i * n_new + t) * width + head * head_width
+                    var qv = qp.unsafe_load[width=head_width](offset) * scale
+                    yp.unsafe_store(
+                        offset,
+                        _attend[head_width](
+                            qv, kp.unsafe_offset(base), vp.unsafe_offset(base), n_ctx, scores
+                        ),
+                    )
             scores.free()
 
         var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
-        sync_parallelize(head_task, batch * heads, cpu_ctx)
+        sync_parallelize(window_task, windows * heads, cpu_ctx)
 
 
 @register("self_attention_cached")

@@ -13,7 +13,7 @@ TORCH_INDEX ?=
 EXTRAS ?= bench,models,dev,vad
 PIPELINE_ARGS ?=
 
-.PHONY: env pipeline test lint unit notebooks offline-bundle clean-venv
+.PHONY: env pipeline test test-fast lint unit notebooks offline-bundle clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ notebooks: env
 	$(BIN)/python -m pytest --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
 test: lint unit notebooks
+
+# The fast tier: every test not marked slow, with MAX compiles refused (about a minute on 2
+# cores); `make test` stays the complete suite, what CI runs.
+test-fast: env
+	$(BIN)/ruff check maxwhisper_lib tests scripts
+	$(BIN)/python -m pytest --fast tests
 
 # Wheels (CPython 3.12 manylinux), weights and data for an offline GPU host, cut into 55 MiB
 # parts under .stage/; see scripts/README.md for carrying and installing them.

@@ -18,9 +18,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .audio_constants import SAMPLE_RATE
 from .errors import AudioError
 
-SAMPLE_RATE = 16000
 SILENCE_PEAK = 1e-4
 """Peak amplitude (about -80 dBFS, three 16-bit steps) at or below which audio counts as silent."""
 

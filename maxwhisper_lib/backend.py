@@ -8,7 +8,7 @@ written once against the protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -61,6 +61,20 @@ class WhisperBackend(Protocol):
 
     dims: ModelDimensions
     alignment_heads: list[tuple[int, int]] | None
+    mel_frontend: str
+    """The log-mel front end ``transcribe`` uses by default: ``max`` (:meth:`log_mel`) or
+    ``reference`` (openai-whisper's torch function)."""
+
+    def log_mel(self, samples: np.ndarray, padding: int = 0) -> np.ndarray:
+        """Host float32 log-mel of ``samples`` plus ``padding`` zeros from the MAX Graph front
+        end (:class:`~maxwhisper_lib.mel.LogMelSpectrogram`) on this backend's device, or the
+        CPU where the backend is not MAX."""
+        ...
+
+    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> Any:
+        """:meth:`log_mel` of the samples ``chunks`` yield, taken as they arrive
+        (a :class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole)."""
+        ...
 
     def embed_audio(self, mel: np.ndarray | Any) -> AudioFeatures:
         """Encode log-mel ``(batch, n_mels, 3000)`` windows."""

@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from . import machine, paths, reports
-from .audio import SAMPLE_RATE, load_audio
+from .audio import load_audio
+from .audio_constants import SAMPLE_RATE
 from .errors import MaxWhisperError
 from .manifest import Clip, load_manifest
 from .runtime import resolve_device_name

@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .mel import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from .audio_constants import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from .vad import VadParameters
 
 BATCHED_VAD_SILENCE_MS = 160

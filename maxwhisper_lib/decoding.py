@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .audio_constants import CHUNK_LENGTH
 from .backend import AudioFeatures, DecoderSession, WhisperBackend
 from .errors import DecodingOptionsError
 from .tokenizer import TASKS, Tokenizer, get_tokenizer, language_code
@@ -39,8 +40,6 @@ from .whisper_parts import module
 
 compression_ratio = module("utils").compression_ratio  # openai-whisper's, without torch
 
-CHUNK_LENGTH = 30
-"""Seconds of audio in one window."""
 
 Prompt = str | Sequence[int] | None
 

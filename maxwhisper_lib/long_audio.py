@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from . import machine
+from .audio_constants import SAMPLE_RATE
 from .benchmark import DECODING, BenchmarkError, build_long_audio, load_clips, make_engine
-from .mel import SAMPLE_RATE
 from .scoring import word_error_rate
 
 LONG_ENGINES = ("max", "max-batched", "faster-whisper-int8", "faster-whisper-int8-batched")

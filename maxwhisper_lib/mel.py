@@ -12,9 +12,7 @@ openai-whisper's ``transcribe`` takes the log-mel of the whole file plus 30 s of
   piece graph 2 minutes at a time, bit for bit the same, so that the STFT's memory does not grow
   with the file;
 * windows are cut on the host with :func:`mel_window` / :func:`pad_or_trim` (on CPU a Buffer
-  is viewed as numpy without a copy, so this costs nothing), or on the device with
-  :class:`MelWindows`, a small gather graph that also casts to the encoder's dtype, so that a
-  GPU run never copies the spectrogram back to the host.
+  is viewed as numpy without a copy, so this costs nothing).
 """
 
 from __future__ import annotations
@@ -27,26 +25,22 @@ from max.driver import Buffer
 from max.dtype import DType
 from max.engine import Model
 
-from .errors import AudioError
-from .graphs.mel import (
+from .audio_constants import (
+    FRAMES_PER_SECOND,
     HOP_LENGTH,
     N_FFT,
     N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+)
+from .errors import AudioError
+from .graphs.mel import (
     build_log_mel_graph,
     build_log_mel_piece_graph,
-    build_mel_window_graph,
 )
 from .runtime import compile_graph, device_ref, resolve_device_name, to_device
 from .whisper_parts import asset
 
-SAMPLE_RATE = 16_000
-N_SAMPLES = 30 * SAMPLE_RATE
-"""Samples in one 30 s window; ``transcribe`` appends this many zeros before the log-mel."""
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
-TOKENS_PER_SECOND = SAMPLE_RATE // (2 * HOP_LENGTH)
-"""Audio-feature positions (timestamp steps) per second: 50. These are openai-whisper's
-``whisper.audio`` constants (a test holds them equal), defined here so that the MAX path
-imports no torch."""
 MEL_CHOICES = (80, 128)
 SHORT_PADDING = 20 * 160
 """Zeros that :meth:`LogMelSpectrogram.numpy` really computes when asked for more: its last
@@ -67,7 +61,6 @@ __all__ = [
     "SAMPLE_RATE",
     "LogMelPieces",
     "LogMelSpectrogram",
-    "MelWindows",
     "default_stft_dtype",
     "frame_count",
     "log_mel_spectrogram_reference",
@@ -254,55 +247,6 @@ class LogMelPieces:
         return self.frames(0, self.shape[1])
 
 
-class MelWindows:
-    """Encoder windows cut from a whole-file log-mel on the device (one small compiled graph).
-
-    ``MelWindows(80, "gpu", DType.bfloat16)(mel, starts=[0, 3000], lengths=[3000, 1234])``
-    gives a ``(2, 80, 3000)`` bfloat16 device buffer whose window ``i`` equals
-    :func:`mel_window` ``(mel, starts[i], lengths[i])``.
-    """
-
-    def __init__(self, n_mels: int = 80, device: str = "cpu", dtype: DType = DType.float32):
-        _check_n_mels(n_mels)
-        self.n_mels = n_mels
-        self.device = resolve_device_name(device)
-        self.dtype = dtype
-        self._model = _window_model(n_mels, self.device, dtype)
-
-    def __call__(
-        self, mel: Buffer | np.ndarray, starts: Sequence[int], lengths: Sequence[int] | None = None
-    ) -> Buffer:
-        """``(len(starts), n_mels, N_FRAMES)`` windows; ``lengths`` default to as many frames as
-        fit (at most ``N_FRAMES``)."""
-        if isinstance(mel, np.ndarray):
-            mel = to_device(np.asarray(mel, dtype=np.float32), self.device)
-        if len(mel.shape) != 2 or mel.shape[0] != self.n_mels:
-            raise ValueError(f"expected a ({self.n_mels}, frames) log-mel, got {tuple(mel.shape)}")
-        total = mel.shape[1]
-        start_array = np.asarray(starts, dtype=np.int64).reshape(-1)
-        if lengths is None:
-            length_array = np.minimum(total - start_array, N_FRAMES)
-        else:
-            length_array = np.asarray(lengths, dtype=np.int64).reshape(-1)
-        if start_array.shape != length_array.shape or start_array.size == 0:
-            raise ValueError("starts and lengths must be non-empty and of the same length")
-        bad = (
-            (start_array < 0)
-            | (length_array < 1)
-            | (length_array > N_FRAMES)
-            | (start_array + length_array > total)
-        )
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(
-                f"window {i} (start {start_array[i]}, length {length_array[i]}) does not fit a "
-                f"log-mel of {total} frames in windows of at most {N_FRAMES}"
-            )
-        return self._model.execute(
-            mel, to_device(start_array, self.device), to_device(length_array, self.device)
-        )[0]
-
-
 def default_stft_dtype(device: str) -> DType:
     """float64 on the CPU, where it makes the DFT exact for float32 purposes (the only error
     left is openai-whisper's own float32 rounding); float32 on GPUs, whose float64 matmul support
@@ -321,11 +265,6 @@ def _log_mel_model(n_mels: int, device: str, stft_dtype: DType) -> Model:
 def _log_mel_piece_model(n_mels: int, device: str, stft_dtype: DType) -> Model:
     graph = build_log_mel_piece_graph(mel_filters(n_mels), device_ref(device), stft_dtype)
     return compile_graph(graph, device)
-
-
-@cache
-def _window_model(n_mels: int, device: str, dtype: DType) -> Model:
-    return compile_graph(build_mel_window_graph(n_mels, dtype, device_ref(device)), device)
 
 
 def _check_n_mels(n_mels: int) -> None:

@@ -174,6 +174,8 @@ class MaxDecoderSession:
 class MaxWhisper:
     """Whisper on MAX Graph, CPU or GPU (a :class:`maxwhisper_lib.backend.WhisperBackend`)."""
 
+    mel_frontend = "max"
+
     def __init__(
         self,
         weights: WhisperWeights,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import whisper.model
 
 from .weights.canonical import WhisperWeights
+
+if TYPE_CHECKING:
+    from .mel import LogMelPieces
 
 
 def alignment_mask(weights: WhisperWeights) -> torch.Tensor | None:
@@ -92,7 +98,10 @@ class TorchDecoderSession:
 
 
 class TorchBackend:
-    """openai-whisper's PyTorch model behind the :class:`WhisperBackend` protocol."""
+    """openai-whisper's PyTorch model behind the :class:`WhisperBackend` protocol; its
+    default front end is openai-whisper's own, its ``log_mel`` MAX's on the CPU."""
+
+    mel_frontend = "reference"
 
     def __init__(
         self, weights: WhisperWeights, device: str = "cpu", dtype: torch.dtype = torch.float32
@@ -102,6 +111,16 @@ class TorchBackend:
         self.alignment_heads = weights.alignment_heads
         self.device = device
         self.dtype = dtype
+
+    def log_mel(self, samples: np.ndarray, padding: int = 0) -> np.ndarray:
+        from .mel import LogMelSpectrogram
+
+        return LogMelSpectrogram(self.dims.n_mels, "cpu").numpy(samples, padding)
+
+    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
+        from .mel import LogMelSpectrogram
+
+        return LogMelSpectrogram(self.dims.n_mels, "cpu").stream(chunks, padding)
 
     @torch.no_grad()
     def embed_audio(self, mel) -> TorchAudioFeatures:

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -99,26 +98,6 @@ def compile_cache_dir() -> Path:
     return Path(os.environ.get("MODULAR_CACHE_DIR", Path.home() / ".cache" / "modular"))
 
 
-@dataclass
-class CompileRecord:
-    """How long one graph took to compile and load (cache hit: seconds; cold compile: minutes)."""
-
-    name: str
-    device: str
-    seconds: float
-
-
-@dataclass
-class CompileLog:
-    records: list[CompileRecord] = field(default_factory=list)
-
-    def total(self) -> float:
-        return sum(r.seconds for r in self.records)
-
-
-COMPILE_LOG = CompileLog()
-
-
 def device_ref(device_name: str) -> DeviceRef:
     return DeviceRef.from_device(get_device(device_name))
 
@@ -130,7 +109,6 @@ def compile_graph(
     start = time.perf_counter()
     model = get_session(device_name).load(graph, weights_registry=dict(weights or {}))
     seconds = time.perf_counter() - start
-    COMPILE_LOG.records.append(CompileRecord(graph.name, device_name, seconds))
     log.info("compiled %s for %s in %.1f s", graph.name, device_name, seconds)
     return model
 

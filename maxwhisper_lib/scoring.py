@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import load_audio
+from .audio_constants import SAMPLE_RATE
 from .errors import MaxWhisperError
 from .manifest import Clip, load_manifest
 from .transcribe import transcript_tokens
@@ -194,8 +195,8 @@ def language_example(
     import torch
     import whisper
 
+    from .audio_constants import N_FRAMES, N_SAMPLES
     from .decoding import detect_language
-    from .mel import N_FRAMES, N_SAMPLES
     from .transcribe import transcribe
 
     mel = whisper.log_mel_spectrogram(torch.from_numpy(audio), padding=N_SAMPLES)

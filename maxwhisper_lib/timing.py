@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .audio_constants import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
 from .backend import AudioFeatures, WhisperBackend
-from .mel import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:

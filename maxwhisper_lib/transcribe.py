@@ -27,6 +27,15 @@ import numpy as np
 import tqdm
 
 from .audio import audio_seconds, load_audio, stream_audio
+from .audio_constants import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    INPUT_STRIDE,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    TIME_PRECISION,
+)
 from .backend import AudioFeatures, WhisperBackend
 from .chunking import batched_vad_parameters, clip_spans, merge_results, speech_spans
 from .decoding import (
@@ -38,11 +47,6 @@ from .decoding import (
 )
 from .errors import DecodingOptionsError
 from .mel import (
-    FRAMES_PER_SECOND,
-    HOP_LENGTH,
-    N_FRAMES,
-    N_SAMPLES,
-    SAMPLE_RATE,
     LogMelPieces,
     log_mel_spectrogram_reference,
     mel_window,
@@ -62,10 +66,6 @@ _utils = _whisper_module("utils")  # openai-whisper's, without torch
 format_timestamp, get_end, make_safe = _utils.format_timestamp, _utils.get_end, _utils.make_safe
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-INPUT_STRIDE = N_FRAMES // 1500
-"""Mel frames per audio-feature position (and per timestamp step): 2."""
-TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE
-"""Seconds per timestamp token: 0.02."""
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
 MEL_FRONTENDS = ("auto", "max", "reference")
 
@@ -170,31 +170,21 @@ def whole_file_log_mel(
     ``audio``: samples, or the path of a file, which the MAX front end decodes and turns into
     log-mel piece by piece (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never
     held whole). ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference``
-    (openai-whisper's torch function) or ``auto`` (``max`` for a
+    (openai-whisper's torch function) or ``auto`` (the backend's ``mel_frontend``: ``max`` for
     :class:`~maxwhisper_lib.model.MaxWhisper`).
     """
     if frontend not in MEL_FRONTENDS:
         raise DecodingOptionsError(
             f"unknown mel front end {frontend!r}; choose one of {MEL_FRONTENDS}"
         )
-    from .mel import LogMelSpectrogram
-    from .model import MaxWhisper
-
-    n_mels = backend.dims.n_mels
     if frontend == "auto":
-        frontend = "max" if isinstance(backend, MaxWhisper) else "reference"
-    if isinstance(audio, Path) and frontend == "reference":
-        audio = _as_samples(audio)
+        frontend = backend.mel_frontend
     if frontend == "reference":
-        return log_mel_spectrogram_reference(audio, n_mels, padding=N_SAMPLES)
+        samples = _as_samples(audio) if isinstance(audio, Path) else audio
+        return log_mel_spectrogram_reference(samples, backend.dims.n_mels, padding=N_SAMPLES)
     if isinstance(audio, Path):
-        chunks = stream_audio(audio, reject_silent=True)
-        if isinstance(backend, MaxWhisper):
-            return backend.log_mel_stream(chunks, padding=N_SAMPLES)
-        return LogMelSpectrogram(n_mels, "cpu").stream(chunks, padding=N_SAMPLES)
-    if isinstance(backend, MaxWhisper):
-        return backend.log_mel(audio, padding=N_SAMPLES)
-    return LogMelSpectrogram(n_mels, "cpu").numpy(audio, padding=N_SAMPLES)
+        return backend.log_mel_stream(stream_audio(audio, reject_silent=True), padding=N_SAMPLES)
+    return backend.log_mel(audio, padding=N_SAMPLES)
 
 
 @dataclass

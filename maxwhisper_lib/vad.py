@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio_constants import SAMPLE_RATE
 from .errors import DecodingOptionsError
 
 

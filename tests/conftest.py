@@ -41,3 +41,44 @@ def jfk_clip():
 @pytest.fixture(scope="session")
 def jfk_audio(jfk_clip) -> np.ndarray:
     return load_audio(jfk_clip.path)
+
+
+# ------------------------------------------------------------------ the fast tier
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast tier (make test-fast): leave out the tests marked slow; any other test "
+        "that compiles a MAX graph or loads a compiled model fails (it belongs in the slow tier)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--fast"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    config.hook.pytest_deselected(items=slow)
+    items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_tier_compiles_nothing(request):
+    """Under ``--fast``, MAX compiles and compiled-model loads raise: the tier stays fast on a
+    machine whose caches are empty as on one whose caches are full."""
+    if not request.config.getoption("--fast"):
+        yield
+        return
+    from max.engine import InferenceSession
+
+    from maxwhisper_lib import compiled
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("this test compiles a MAX graph: mark it slow (pytest.mark.slow)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(InferenceSession, "compile", refuse)
+        patch.setattr(InferenceSession, "load", refuse)
+        patch.setattr(compiled, "load_models", refuse)
+        yield

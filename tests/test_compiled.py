@@ -36,6 +36,7 @@ def load_add_one():
     return models["add"].execute(x)[0].to_numpy(), from_store
 
 
+@pytest.mark.slow
 def test_compiled_once_then_read_back(store):
     first, from_store = load_add_one()
     assert not from_store
@@ -47,6 +48,7 @@ def test_compiled_once_then_read_back(store):
     np.testing.assert_array_equal(second, first)
 
 
+@pytest.mark.slow
 def test_damaged_store_file_is_compiled_again(store):
     load_add_one()
     (mef,) = store.glob("*.mef")
@@ -85,6 +87,7 @@ def test_compile_progress_says_what_and_how_long():
     assert lines[-1].startswith("maxwhisper: compiled tiny.en (cpu, float32) in 0 s")
 
 
+@pytest.mark.slow
 def test_model_graphs_come_from_one_module_and_are_read_back(max_tiny, tiny_weights, jfk_audio):
     """Every graph of the model (and its front end's) is there after one load; a second model
     of the same configuration reads them back and computes the same bits."""

@@ -21,7 +21,6 @@ from maxwhisper_lib.mel import (
     N_SAMPLES,
     SAMPLE_RATE,
     LogMelSpectrogram,
-    MelWindows,
     frame_count,
     log_mel_spectrogram_reference,
     mel_filters,
@@ -180,21 +179,6 @@ def test_128_mels_match_openai_whisper(clips):
 
 
 @pytest.mark.slow
-def test_device_windows_equal_host_windows(log_mel_80, clips):
-    mel = log_mel_80(clips["jfk"], padding=N_SAMPLES)  # 1100 frames of speech + 3000 of padding
-    host = mel.to_numpy()
-    starts, lengths = [0, 1000, 1099], [1100, 100, 1]
-    windows = MelWindows(80, "cpu")(mel, starts, lengths).to_numpy()
-    assert windows.shape == (3, 80, N_FRAMES)
-    for window, start, length in zip(windows, starts, lengths, strict=True):
-        np.testing.assert_array_equal(window, mel_window(host, start, length))
-    full = MelWindows(80, "cpu")(host, [1100]).to_numpy()  # host arrays are accepted too
-    np.testing.assert_array_equal(full[0], host[:, 1100:4100])
-    with pytest.raises(ValueError, match="does not fit"):
-        MelWindows(80, "cpu")(mel, [4000], [200])
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("padding", [N_SAMPLES, 3201, 0])
 def test_host_copy_with_long_padding_is_bit_identical(log_mel_80, clips, padding):
     """``numpy()`` computes a short padding and repeats its all-zero frame: same bits."""
@@ -240,6 +224,24 @@ def test_streamed_log_mel_is_bit_identical(log_mel_80, clips, padding, chunk, mo
         assert np.array_equal(mel_window(streamed, start, length), mel_window(whole, start, length))
 
 
+@pytest.mark.slow
 def test_streamed_log_mel_of_too_few_samples_is_refused(log_mel_80):
     with pytest.raises(AudioError, match="too short for a log-mel"):
         log_mel_80.stream([np.zeros(100, np.float32)], padding=0)
+
+
+@pytest.mark.slow
+def test_each_backend_brings_its_front_end(torch_tiny, jfk_audio, jfk_clip):
+    """``auto`` takes the backend's own front end (openai-whisper's for PyTorch); ``max`` is
+    MAX's on any backend, from samples or streamed from a path."""
+    from maxwhisper_lib.transcribe import whole_file_log_mel
+
+    reference = log_mel_spectrogram_reference(jfk_audio, 80, padding=N_SAMPLES)
+    np.testing.assert_array_equal(whole_file_log_mel(torch_tiny, jfk_audio), reference)
+    ours = whole_file_log_mel(torch_tiny, jfk_audio, "max")
+    np.testing.assert_array_equal(ours, LogMelSpectrogram(80, "cpu").numpy(jfk_audio, N_SAMPLES))
+    assert np.abs(ours - reference).max() < TOLERANCE
+    streamed = whole_file_log_mel(torch_tiny, jfk_clip.path, "max")
+    np.testing.assert_array_equal(streamed.array(), ours)
+    with pytest.raises(ValueError, match="unknown mel front end"):
+        whole_file_log_mel(torch_tiny, jfk_audio, "librosa")

@@ -10,8 +10,9 @@ import pytest
 import whisper.audio
 import whisper.tokenizer
 import whisper.utils
+from whisper.utils import exact_div
 
-from maxwhisper_lib import mel, whisper_parts
+from maxwhisper_lib import audio_constants, mel, whisper_parts
 from maxwhisper_lib.paths import data_dir
 
 MAX_PATH_MODULES = (
@@ -24,13 +25,26 @@ MAX_PATH_MODULES = (
 
 
 def test_audio_constants_are_openai_whispers():
-    assert mel.SAMPLE_RATE == whisper.audio.SAMPLE_RATE
-    assert mel.N_SAMPLES == whisper.audio.N_SAMPLES
-    assert mel.HOP_LENGTH == whisper.audio.HOP_LENGTH
-    assert mel.N_FFT == whisper.audio.N_FFT
-    assert mel.N_FRAMES == whisper.audio.N_FRAMES
-    assert mel.FRAMES_PER_SECOND == whisper.audio.FRAMES_PER_SECOND
-    assert mel.TOKENS_PER_SECOND == whisper.audio.TOKENS_PER_SECOND
+    """Every constant of whisper.audio that audio_constants defines has whisper's value, and
+    the modules that re-export them hand out the same objects."""
+    shared = [n for n in dir(audio_constants) if n.isupper() and hasattr(whisper.audio, n)]
+    assert {"SAMPLE_RATE", "N_FFT", "HOP_LENGTH", "CHUNK_LENGTH", "N_SAMPLES", "N_FRAMES"} <= set(
+        shared
+    )
+    for name in shared:
+        assert getattr(audio_constants, name) == getattr(whisper.audio, name), name
+    assert audio_constants.TIME_PRECISION == 0.02  # openai-whisper's transcribe.py
+    # openai-whisper's transcribe: exact_div(N_FRAMES, dims.n_audio_ctx), 1500 for every size
+    assert exact_div(whisper.audio.N_FRAMES, 1500) == audio_constants.INPUT_STRIDE
+    for name in (
+        "SAMPLE_RATE",
+        "N_SAMPLES",
+        "HOP_LENGTH",
+        "N_FFT",
+        "N_FRAMES",
+        "FRAMES_PER_SECOND",
+    ):
+        assert getattr(mel, name) is getattr(audio_constants, name)
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])

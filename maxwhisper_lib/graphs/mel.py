@@ -33,18 +33,15 @@ import numpy as np
 from max.dtype import DType
 from max.graph import DeviceRef, Dim, Graph, Module, TensorType, TensorValue, ops
 
-N_FFT = 400
-HOP_LENGTH = 160
+from ..audio_constants import HOP_LENGTH, N_FFT
+
 N_FREQS = N_FFT // 2 + 1
-N_FRAMES = 3000
-"""Frames in one encoder window (30 s)."""
 DFT_SPLIT = (20, 20)
 """``N_FFT = N1 * N2``: the two Cooley-Tukey stages' lengths."""
 
 LOG10_OF_E = float(1.0 / np.log(10.0))
 SAMPLES = "n_samples"
 FRAMES = "n_frames"
-WINDOWS = "n_windows"
 
 
 def hann_window() -> np.ndarray:
@@ -196,29 +193,3 @@ def build_log_mel_piece_graph(
     return _samples_graph(
         "whisper_log10_mel_piece", log10_mel_of_padded, filters, device, stft_dtype, module
     )
-
-
-def build_mel_window_graph(n_mels: int, dtype: DType, device: DeviceRef) -> Graph:
-    """Cut encoder windows out of a whole-file log-mel without leaving the device.
-
-    Inputs: log-mel ``(n_mels, n_frames)`` float32, ``starts`` and ``lengths`` int64
-    ``(n_windows,)``. Output ``(n_windows, n_mels, N_FRAMES)`` in ``dtype``: window ``i`` holds
-    frames ``starts[i] : starts[i] + lengths[i]`` followed by zeros, as openai-whisper's
-    ``pad_or_trim(mel[:, start : start + length])``. Needs ``1 <= lengths[i] <= N_FRAMES`` and
-    ``starts[i] + lengths[i] <= n_frames`` (checked by the caller).
-    """
-    inputs = [
-        TensorType(DType.float32, [n_mels, FRAMES], device=device),
-        TensorType(DType.int64, [WINDOWS], device=device),
-        TensorType(DType.int64, [WINDOWS], device=device),
-    ]
-    with Graph(f"whisper_mel_window_{n_mels}_{dtype.name}", input_types=inputs) as graph:
-        mel, starts, lengths = (value.tensor for value in graph.inputs)
-        offsets = ops.unsqueeze(ops.range(0, N_FRAMES, 1, dtype=DType.int64, device=device), 0)
-        starts, lengths = ops.unsqueeze(starts, 1), ops.unsqueeze(lengths, 1)
-        inside = offsets < lengths
-        columns = starts + ops.min(offsets, lengths - 1)  # in range even where masked out
-        windows = ops.permute(ops.gather(mel, columns, axis=1), [1, 0, 2])
-        windows = ops.where(ops.unsqueeze(inside, 1), windows, 0.0)
-        graph.output(ops.cast(windows, dtype))
-    return graph

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
     from .backend import WhisperBackend
     from .dims import ModelDimensions
+
+    BackendLoader = Callable[[str, str | None, str, str, str], WhisperBackend]
+    """Loads the model for (model, model_dir, engine, device, dtype)."""
 
 PROG = "maxwhisper"
 ENGINES = ("max", "torch")
@@ -260,33 +263,11 @@ def resolve_device(engine: str, device: str, dtype: str) -> str:
     return name
 
 
-BackendKey = tuple[str, str | None, str, str, str]
-_BACKENDS: dict[BackendKey, WhisperBackend] = {}
-"""Loaded models by (model, model_dir, engine, device, dtype): the last two are kept."""
-
-
-def remember_backend(
-    backend: WhisperBackend,
-    model: str = "tiny.en",
-    model_dir: str | None = None,
-    engine: str = "max",
-    device: str = "cpu",
-    dtype: str = "float32",
-) -> None:
-    """Make :func:`main` use an already-loaded ``backend`` for these settings (tests, notebooks)."""
-    _BACKENDS[(model, model_dir, engine, device, dtype)] = backend
-    while len(_BACKENDS) > 2:
-        del _BACKENDS[next(iter(_BACKENDS))]
-
-
 def load_backend(
     model: str, model_dir: str | None, engine: str, device: str, dtype: str
 ) -> WhisperBackend:
     """The model on ``engine``/``device`` (``cpu``/``gpu``)/``dtype``, its graphs compiled (or
-    loaded from MAX's cache); kept, so repeated :func:`main` calls in one process reuse it."""
-    key = (model, model_dir, engine, device, dtype)
-    if key in _BACKENDS:
-        return _BACKENDS[key]
+    read back from the compiled-model store)."""
     from .weights import load_weights
 
     weights = load_weights(model, model_dir)
@@ -303,13 +284,13 @@ def load_backend(
 
         backend = MaxWhisper(weights, device=device, dtype=dtype)
         backend.warm_up()
-    remember_backend(backend, *key)
     return backend
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, load: BackendLoader = load_backend) -> int:
     """Run ``maxwhisper`` on ``argv`` (default: ``sys.argv[1:]``); return the exit status:
-    0, 1 (an audio file, the weights or an output failed) or 2 (bad options)."""
+    0, 1 (an audio file, the weights or an output failed) or 2 (bad options). ``load``: how
+    the model is loaded, once per call (a notebook or a test can hand over one it holds)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
@@ -317,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import DecodingOptionsError, WeightsError
 
     try:
-        return run(args)
+        return run(args, load)
     except (UsageError, DecodingOptionsError) as error:
         report(f"error: {error}")
         return 2
@@ -329,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     """Check everything that can be checked cheaply, then transcribe ``batch_size`` files at a
     time and write each group's outputs as soon as it is done."""
     from .audio import check_audio, load_audio
@@ -357,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
     }
 
     failed = False
+    backend: WhisperBackend | None = None  # loaded once the first group of files is checked
     for start in range(0, len(args.audio), args.batch_size):
         group: list[tuple[str, np.ndarray | Path]] = []
         for path in args.audio[start : start + args.batch_size]:
@@ -371,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
                 failed = True
         if not group:
             continue
-        backend = load_backend(args.model, args.model_dir, args.engine, device, args.dtype)
+        if backend is None:
+            backend = load(args.model, args.model_dir, args.engine, device, args.dtype)
         if dims is None:  # a checkpoint file: its options are checked once it is read
             dims = backend.dims
             make_options(dims, **kwargs)
@@ -401,4 +384,4 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["build_parser", "load_backend", "main", "remember_backend"]
+__all__ = ["build_parser", "load_backend", "main"]

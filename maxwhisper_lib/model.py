@@ -26,6 +26,7 @@ from . import compiled, machine, runtime
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
 from .graphs.decoder import (
+    DecoderStepInputs,
     build_alignment_graph,
     build_cross_kv_graph,
     build_decoder_step_graph,
@@ -144,15 +145,20 @@ class MaxDecoderSession:
                 f"sequence of {self._length + n_new} tokens exceeds the decoder's context of "
                 f"{self.model.dims.n_text_ctx}"
             )
-        offset = self._length
-        (out,) = self.model.run(
-            "decoder_step",
-            self.model.to_device(tokens),
-            *self.model.step_inputs(offset, n_new, tuple(p % n_new for p in positions)),
-            *([self._rows_buffer] if self.per_window else []),
-            *self.cross,
-            *self.caches,
+        positions_in, offset, mask, logit_positions = self.model.step_inputs(
+            self._length, n_new, tuple(p % n_new for p in positions)
         )
+        inputs = DecoderStepInputs(
+            tokens=self.model.to_device(tokens),
+            positions=positions_in,
+            offset=offset,
+            mask=mask,
+            logit_positions=logit_positions,
+            rows=self._rows_buffer if self.per_window else None,
+            cross=self.cross,
+            caches=self.caches,
+        )
+        (out,) = self.model.run("decoder_step", *inputs.as_list())
         self._length += n_new
         return host_float32(out)
 
@@ -319,8 +325,8 @@ class MaxWhisper:
     def step_inputs(
         self, offset: int, n_new: int, logit_positions: tuple[int, ...]
     ) -> tuple[Buffer, ...]:
-        """The decoder step's inputs after the tokens: positions, cache offset (host), mask and
-        logit positions, as device buffers; those of one-token steps are made once per offset
+        """The decoder step's small inputs (:class:`DecoderStepInputs`): positions, cache offset
+        (host), mask and logit positions, as device buffers; those of one-token steps are made once per offset
         and kept (a step's host time is a tenth of its time; the mask alone ~20 us)."""
         key = (offset, n_new, logit_positions)
         inputs = self._step_inputs.get(key)

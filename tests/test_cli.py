@@ -32,15 +32,26 @@ JFK_BEAM = (
 )
 
 
+HELD: dict[str, object] = {}
+"""The session's models by engine, handed to the CLI for tiny.en on the CPU in float32."""
+
+
+def held_or_loaded(model, model_dir, engine, device, dtype):
+    """The CLI's model loader in these tests: a model the session holds when it fits."""
+    if (model, model_dir, device, dtype) == ("tiny.en", None, "cpu", "float32") and engine in HELD:
+        return HELD[engine]
+    return cli.load_backend(model, model_dir, engine, device, dtype)
+
+
 @pytest.fixture
 def max_cli(max_tiny):
     """The CLI's tiny.en on MAX (CPU, float32) is the session's compiled model."""
-    cli.remember_backend(max_tiny, "tiny.en", engine="max", device="cpu")
+    HELD["max"] = max_tiny
     return max_tiny
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = cli.main([*args, "--device", "cpu"])
+    code = cli.main([*args, "--device", "cpu"], load=held_or_loaded)
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, out, err
@@ -259,7 +270,7 @@ def test_default_beam_search_with_word_timestamps(capsys, tmp_path, max_cli):
 @pytest.mark.slow
 def test_torch_engine_verbose(capsys, tmp_path, torch_tiny):
     """The reference engine gives the same transcript; --verbose prints segments, no bar."""
-    cli.remember_backend(torch_tiny, "tiny.en", engine="torch", device="cpu")
+    HELD["torch"] = torch_tiny
     code, out, err = run_cli(
         capsys, JFK, *GREEDY, "--engine", "torch", "--verbose", "-o", str(tmp_path), "-f", "txt"
     )

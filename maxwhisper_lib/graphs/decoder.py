@@ -23,6 +23,10 @@ run as the Mojo row kernels over weights kept ``(out, in)`` at the checkpoint's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
 import numpy as np
 from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Graph, Module, TensorType, TensorValue, ops
@@ -44,6 +48,7 @@ WINDOWS = "windows"
 N_NEW = "n_new"
 N_LOGITS = "n_logits"
 HOST = DeviceRef.CPU()
+T = TypeVar("T")
 
 
 def head_width(dims: ModelDimensions) -> int:
@@ -165,6 +170,70 @@ def build_cross_kv_graph(
     return graph
 
 
+@dataclass
+class DecoderStepInputs(Generic[T]):
+    """The decoder step graph's inputs by name, in one place: the graph unpacks its values
+    with :meth:`from_list`, the caller passes its buffers with :meth:`as_list`, both in the
+    order of :meth:`types`."""
+
+    tokens: T
+    """``(batch, n_new)`` int64"""
+    positions: T
+    """``(n_new,)`` int64: the new tokens' positions"""
+    offset: T
+    """``()`` int64 on the host: how many positions the cache holds"""
+    mask: T
+    """``(n_new, n_text_ctx + n_new)`` float32: additive self-attention mask"""
+    logit_positions: T
+    """``(n_logits,)`` int64: which new positions' logits come back"""
+    rows: T | None
+    """``(batch,)`` int64: each sequence's window (CPU row kernels), else None"""
+    cross: Sequence[T]
+    """per block: cross keys, cross values (:func:`cross_types`)"""
+    caches: Sequence[T]
+    """per block: self-attention key and value buffers (:func:`cache_types`)"""
+
+    @staticmethod
+    def types(
+        dims: ModelDimensions, dtype: DType, device: DeviceRef, per_window: bool
+    ) -> list[TensorType | BufferType]:
+        """The graph's input types (``per_window``: the CPU step with row kernels)."""
+        return [
+            TensorType(DType.int64, [BATCH, N_NEW], device=device),
+            TensorType(DType.int64, [N_NEW], device=device),
+            TensorType(DType.int64, [], device=HOST),
+            TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
+            TensorType(DType.int64, [N_LOGITS], device=device),
+            *([TensorType(DType.int64, [BATCH], device=device)] if per_window else []),
+            *cross_types(dims, dtype, device, per_window),
+            *cache_types(dims, dtype, device, rows=per_window),
+        ]
+
+    @classmethod
+    def from_list(
+        cls, values: Sequence[T], n_layers: int, per_window: bool
+    ) -> DecoderStepInputs[T]:
+        first_cross = 6 if per_window else 5
+        return cls(
+            *values[:5],
+            rows=values[5] if per_window else None,
+            cross=values[first_cross : first_cross + 2 * n_layers],
+            caches=values[first_cross + 2 * n_layers :],
+        )
+
+    def as_list(self) -> list[T]:
+        return [
+            self.tokens,
+            self.positions,
+            self.offset,
+            self.mask,
+            self.logit_positions,
+            *([self.rows] if self.rows is not None else []),
+            *self.cross,
+            *self.caches,
+        ]
+
+
 def build_decoder_step_graph(
     dims: ModelDimensions,
     dtype: DType,
@@ -173,36 +242,24 @@ def build_decoder_step_graph(
     int8: bool = False,
     module: Module | None = None,
 ) -> Graph:
-    """tokens ``(batch, n_new)``, their positions ``(n_new,)``, the cache offset ``()`` (host), the
-    self-attention mask ``(n_new, n_text_ctx + n_new)``, logit positions ``(n_logits,)``, [with
-    ``row_dtype``: each sequence's window row ``(batch,)``], cross keys/values (per sequence, or
-    per window with ``row_dtype``), then the cache buffers (:func:`cache_types`, in the rows
-    layout with ``row_dtype``) -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
+    """:class:`DecoderStepInputs` (window rows, per-window cross keys/values and caches in the
+    rows layout with ``row_dtype``) -> logits ``(batch, n_logits, n_vocab)`` (float32)."""
     p = decoder_params(dims, dtype, device, row_dtype, int8)
     cap = dims.n_text_ctx
     per_window = row_dtype is not None
-    inputs = [
-        TensorType(DType.int64, [BATCH, N_NEW], device=device),
-        TensorType(DType.int64, [N_NEW], device=device),
-        TensorType(DType.int64, [], device=HOST),
-        TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
-        TensorType(DType.int64, [N_LOGITS], device=device),
-        *([TensorType(DType.int64, [BATCH], device=device)] if per_window else []),
-        *cross_types(dims, dtype, device, per_window),
-        *cache_types(dims, dtype, device, rows=per_window),
-    ]
     with Graph(
         "whisper_decoder_step" + ("_int8" if int8 else ""),
-        input_types=inputs,
+        input_types=DecoderStepInputs.types(dims, dtype, device, per_window),
         custom_extensions=extensions(row_dtype),
         module=module,
     ) as graph:
-        tokens, positions, offset, mask, logit_positions = (v.tensor for v in graph.inputs[:5])
-        first_cross = 6 if per_window else 5
-        cross_rows = graph.inputs[5].tensor if per_window else None
-        n_cross = 2 * dims.n_text_layer
-        cross = [v.tensor for v in graph.inputs[first_cross : first_cross + n_cross]]
-        caches = [v.buffer for v in graph.inputs[first_cross + n_cross :]]
+        inputs = DecoderStepInputs.from_list(list(graph.inputs), dims.n_text_layer, per_window)
+        tokens, positions = inputs.tokens.tensor, inputs.positions.tensor
+        offset, mask = inputs.offset.tensor, inputs.mask.tensor
+        logit_positions = inputs.logit_positions.tensor
+        cross_rows = inputs.rows.tensor if inputs.rows is not None else None
+        cross = [v.tensor for v in inputs.cross]
+        caches = [v.buffer for v in inputs.caches]
         n_new = tokens.shape[1]
         mask = ops.rebind(mask, [n_new, cap + n_new])
         x = embed_tokens(tokens, positions, p)

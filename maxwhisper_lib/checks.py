@@ -27,9 +27,10 @@ from .graphs.kernels import (
     build_rows_graph,
     build_self_attention_graph,
 )
-from .model import MaxWhisper, host_float32
+from .model import MaxWhisper
 from .quantization import int8_linear_reference, quantize_linear
 from .reference import TorchBackend
+from .runtime import host_float32
 from .weight_mapping import TOKEN_EMBEDDING, select_block
 from .weights.canonical import WhisperWeights
 

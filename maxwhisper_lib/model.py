@@ -72,9 +72,7 @@ def weight_registry(
     ``rows``: the decoder's row weights at the checkpoint's precision; ``int8``: the int8 mode's
     weights quantized per output channel (see weight_mapping)."""
     if dtype == DType.bfloat16:
-        import torch
-
-        return {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in map_weights(weights).items()}
+        return runtime.host_arrays(map_weights(weights), dtype)
     return dict(map_weights(weights, runtime.numpy_dtype(dtype), rows=rows, int8=int8))
 
 
@@ -89,18 +87,7 @@ class MaxAudioFeatures:
         return int(self.buffer.shape[0])
 
     def numpy(self) -> np.ndarray:
-        return host_float32(self.buffer)
-
-
-def host_float32(buffer: Buffer) -> np.ndarray:
-    """A buffer as float32 NumPy: a view when it is float32 on the host already, else a copy
-    (bfloat16 goes through torch)."""
-    host = buffer if buffer.is_host else buffer.to(runtime.get_device("cpu"))
-    if host.dtype == DType.bfloat16:
-        import torch
-
-        return torch.from_dlpack(host).float().numpy()
-    return host.to_numpy().astype(np.float32, copy=False)
+        return runtime.host_float32(self.buffer)
 
 
 class MaxDecoderSession:
@@ -160,7 +147,7 @@ class MaxDecoderSession:
         )
         (out,) = self.model.run("decoder_step", *inputs.as_list())
         self._length += n_new
-        return host_float32(out)
+        return runtime.host_float32(out)
 
     def reorder(self, source_rows: np.ndarray) -> None:
         source = np.asarray(source_rows, dtype=np.int64)
@@ -345,14 +332,7 @@ class MaxWhisper:
         return runtime.to_device(array, self.device_name)
 
     def _activation_input(self, array: np.ndarray) -> Buffer:
-        if self.dtype == DType.bfloat16:
-            import torch
-
-            host = Buffer.from_dlpack(
-                torch.from_numpy(np.ascontiguousarray(array, np.float32)).bfloat16()
-            )
-            return host.to(runtime.get_device(self.device_name))
-        return self.to_device(np.ascontiguousarray(array, dtype=runtime.numpy_dtype(self.dtype)))
+        return runtime.to_device_as(array, self.dtype, self.device_name)
 
     def embed_audio(self, mel: np.ndarray | Buffer) -> MaxAudioFeatures:
         """Encode log-mel windows ``(batch, n_mels, 3000)`` (host array or device buffer)."""
@@ -389,4 +369,4 @@ class MaxWhisper:
             self.to_device(self_attention_mask(0, n)),
             features,
         )
-        return host_float32(logits)[0], host_float32(scores)
+        return runtime.host_float32(logits)[0], runtime.host_float32(scores)

@@ -1,4 +1,5 @@
-"""MAX runtime: device choice, dtypes, one inference session per device, timed compilation.
+"""MAX runtime: device choice, dtypes and host/device conversions (bfloat16 included), one
+inference session per device, timed compilation.
 
 Graph construction lives in :mod:`maxwhisper_lib.graphs`; weights reach a compiled model through
 ``weights_registry`` so a graph compiles once per shape signature and MAX's on-disk cache
@@ -85,6 +86,39 @@ def numpy_dtype(dtype: DType) -> np.dtype:
     return {DType.float32: np.dtype(np.float32), DType.float16: np.dtype(np.float16)}.get(
         dtype, np.dtype(np.float32)
     )
+
+
+def host_arrays(arrays: Mapping[str, np.ndarray], dtype: DType) -> dict[str, object]:
+    """Host arrays MAX can bind as ``dtype`` weights: NumPy for float32/float16, bfloat16
+    tensors (through torch's DLPack, NumPy has no bfloat16) for bfloat16."""
+    if dtype == DType.bfloat16:
+        import torch
+
+        return {k: torch.from_numpy(np.asarray(v)).to(torch.bfloat16) for k, v in arrays.items()}
+    return dict(arrays)
+
+
+def to_device_as(array: np.ndarray, dtype: DType, device_name: str) -> Buffer:
+    """``array`` converted to ``dtype`` on the device (bfloat16 goes through torch)."""
+    if dtype == DType.bfloat16:
+        import torch
+
+        host = Buffer.from_dlpack(
+            torch.from_numpy(np.ascontiguousarray(array, np.float32)).bfloat16()
+        )
+        return host.to(get_device(device_name))
+    return to_device(np.ascontiguousarray(array, dtype=numpy_dtype(dtype)), device_name)
+
+
+def host_float32(buffer: Buffer) -> np.ndarray:
+    """A buffer as float32 NumPy: a view when it is float32 on the host already, else a copy
+    (bfloat16 goes through torch)."""
+    host = buffer if buffer.is_host else buffer.to(get_device("cpu"))
+    if host.dtype == DType.bfloat16:
+        import torch
+
+        return torch.from_dlpack(host).float().numpy()
+    return host.to_numpy().astype(np.float32, copy=False)
 
 
 @cache

@@ -188,6 +188,71 @@ def whole_file_log_mel(
 
 
 @dataclass
+class SegmentSpan:
+    """A segment cut from one window's tokens: its times (seconds) and its tokens."""
+
+    start: float
+    end: float
+    tokens: list[int]
+
+
+def split_segments(
+    tokens: np.ndarray,
+    timestamp_begin: int,
+    eot: int,
+    seek: int,
+    segment_size: int,
+    keep_unfinished: bool = False,
+) -> tuple[list[SegmentSpan], int, bool]:
+    """openai-whisper's segment splitting of one window's decoded ``tokens`` (no prompt, no
+    EOT) decoded at frame ``seek`` over ``segment_size`` frames: the segments, how many frames
+    the seek point advances, and whether the window ends on a single timestamp (nothing left
+    to re-decode). Consecutive timestamps close a segment; an unfinished last segment is
+    dropped and re-decoded from its start, unless ``keep_unfinished`` (a span of a batched
+    file) keeps its text up to the window's end. Pure: testable without a model."""
+    time_offset = float(seek * HOP_LENGTH / SAMPLE_RATE)
+    segment_duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+    tokens = np.asarray(tokens, dtype=np.int64)
+    timestamp_tokens = tokens >= timestamp_begin
+    single_timestamp_ending = timestamp_tokens[-2:].tolist() == [False, True]
+    consecutive = (np.where(timestamp_tokens[:-1] & timestamp_tokens[1:])[0] + 1).tolist()
+    if not consecutive:
+        duration = segment_duration
+        timestamps = tokens[timestamp_tokens]
+        if len(timestamps) > 0 and timestamps[-1] != timestamp_begin:
+            # no consecutive timestamps but a final one: it ends the segment
+            duration = (int(timestamps[-1]) - timestamp_begin) * TIME_PRECISION
+        span = SegmentSpan(time_offset, time_offset + duration, tokens.tolist())
+        return [span], segment_size, single_timestamp_ending
+
+    spans = []
+    slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+    last_slice = 0
+    for current_slice in slices:
+        sliced = tokens[last_slice:current_slice].tolist()
+        start_position = sliced[0] - timestamp_begin
+        end_position = sliced[-1] - timestamp_begin
+        spans.append(
+            SegmentSpan(
+                time_offset + start_position * TIME_PRECISION,
+                time_offset + end_position * TIME_PRECISION,
+                sliced,
+            )
+        )
+        last_slice = current_slice
+    unfinished = tokens[last_slice:].tolist()
+    if keep_unfinished and not single_timestamp_ending and any(t < eot for t in unfinished):
+        start = time_offset + (unfinished[0] - timestamp_begin) * TIME_PRECISION
+        spans.append(SegmentSpan(start, time_offset + segment_duration, unfinished))
+        single_timestamp_ending = True
+    if single_timestamp_ending:
+        return spans, segment_size, True  # no speech after the last timestamp
+    # ignore the unfinished segment and seek to the last timestamp
+    last_position = int(tokens[last_slice - 1]) - timestamp_begin
+    return spans, last_position * INPUT_STRIDE, False
+
+
+@dataclass
 class Window:
     """One 30-second window of one file, ready to decode."""
 
@@ -318,62 +383,19 @@ class FileTranscription:
                 return
 
         previous_seek = self.seek
-        current_segments: list[dict] = []
-        timestamp_tokens = tokens >= tokenizer.timestamp_begin
-        single_timestamp_ending = timestamp_tokens[-2:].tolist() == [False, True]
-        consecutive = (np.where(timestamp_tokens[:-1] & timestamp_tokens[1:])[0] + 1).tolist()
-        if consecutive:
-            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
-            last_slice = 0
-            for current_slice in slices:
-                sliced = tokens[last_slice:current_slice].tolist()
-                start_position = sliced[0] - tokenizer.timestamp_begin
-                end_position = sliced[-1] - tokenizer.timestamp_begin
-                current_segments.append(
-                    self._new_segment(
-                        start=time_offset + start_position * TIME_PRECISION,
-                        end=time_offset + end_position * TIME_PRECISION,
-                        tokens=sliced,
-                        result=result,
-                    )
-                )
-                last_slice = current_slice
-            unfinished = tokens[last_slice:].tolist()
-            if (
-                self.keep_unfinished
-                and not single_timestamp_ending
-                and any(token < tokenizer.eot for token in unfinished)
-            ):  # a span of a batched file keeps its last segment's text: it ends at the span
-                current_segments.append(
-                    self._new_segment(
-                        start=time_offset
-                        + (unfinished[0] - tokenizer.timestamp_begin) * TIME_PRECISION,
-                        end=time_offset + segment_duration,
-                        tokens=unfinished,
-                        result=result,
-                    )
-                )
-                single_timestamp_ending = True
-            if single_timestamp_ending:
-                self.seek += segment_size  # no speech after the last timestamp
-            else:  # ignore the unfinished segment and seek to the last timestamp
-                last_position = int(tokens[last_slice - 1]) - tokenizer.timestamp_begin
-                self.seek += last_position * INPUT_STRIDE
-        else:
-            duration = segment_duration
-            timestamps = tokens[timestamp_tokens]
-            if len(timestamps) > 0 and timestamps[-1] != tokenizer.timestamp_begin:
-                # no consecutive timestamps but a final one: it ends the segment
-                duration = (int(timestamps[-1]) - tokenizer.timestamp_begin) * TIME_PRECISION
-            current_segments.append(
-                self._new_segment(
-                    start=time_offset,
-                    end=time_offset + duration,
-                    tokens=tokens.tolist(),
-                    result=result,
-                )
-            )
-            self.seek += segment_size
+        spans, advance, single_timestamp_ending = split_segments(
+            tokens,
+            tokenizer.timestamp_begin,
+            tokenizer.eot,
+            self.seek,
+            segment_size,
+            self.keep_unfinished,
+        )
+        current_segments = [
+            self._new_segment(start=span.start, end=span.end, tokens=span.tokens, result=result)
+            for span in spans
+        ]
+        self.seek += advance
 
         if options.word_timestamps:
             add_word_timestamps(

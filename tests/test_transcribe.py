@@ -373,3 +373,51 @@ def test_identity_summary_names_the_first_different_token():
     with pytest.raises(TranscriptMismatch, match=r"1 clip.* differ from openai-whisper: b$"):
         assert_token_identical(table)
     assert_token_identical(table[table["clip"] != "b"])
+
+
+# ---------------------------------------------------------------------------------------------
+# segment splitting (pure: no model)
+
+BEGIN, EOT = 50363, 50256  # tiny.en's first timestamp token and end of text
+
+
+def stamp(seconds: float) -> int:
+    return BEGIN + round(seconds / 0.02)
+
+
+def spans_of(tokens, seek=0, size=3000, keep_unfinished=False):
+    from maxwhisper_lib.transcribe import split_segments
+
+    spans, advance, single = split_segments(
+        np.array(tokens), BEGIN, EOT, seek, size, keep_unfinished
+    )
+    return [(round(s.start, 6), round(s.end, 6), s.tokens) for s in spans], advance, single
+
+
+def test_consecutive_timestamps_close_segments_and_a_single_one_ends_the_window():
+    tokens = [stamp(0), 11, 12, stamp(1), stamp(1), 13, stamp(2)]
+    spans, advance, single = spans_of(tokens, seek=500)
+    assert spans == [(5.0, 6.0, tokens[:4]), (6.0, 7.0, tokens[4:])]
+    assert (advance, single) == (3000, True)
+
+
+def test_an_unfinished_segment_is_dropped_and_decoded_again_from_its_timestamp():
+    tokens = [stamp(0), 11, stamp(1.5), stamp(1.5), 12]
+    spans, advance, single = spans_of(tokens)
+    assert spans == [(0.0, 1.5, tokens[:3])]
+    assert (advance, single) == (150, False)  # 1.5 s = 75 positions = 150 frames
+
+
+def test_a_batched_span_keeps_its_unfinished_text_up_to_its_end():
+    tokens = [stamp(0), 11, stamp(1.5), stamp(1.5), 12]
+    spans, advance, single = spans_of(tokens, size=2000, keep_unfinished=True)
+    assert spans == [(0.0, 1.5, tokens[:3]), (1.5, 20.0, tokens[3:])]
+    assert (advance, single) == (2000, True)
+
+
+def test_without_consecutive_timestamps_the_window_is_one_segment():
+    tokens = [stamp(0), 11, 12, stamp(2.5)]
+    assert spans_of(tokens, seek=100) == ([(1.0, 3.5, tokens)], 3000, True)
+    assert spans_of([11, 12], size=1234) == ([(0.0, 12.34, [11, 12])], 1234, False)
+    # a window that only repeats the first timestamp lasts the whole segment
+    assert spans_of([stamp(0), 11], size=800)[0] == [(0.0, 8.0, [stamp(0), 11])]

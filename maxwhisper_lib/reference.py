@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,20 @@ def build_reference_model(
     if mask is not None:
         model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def load_openai_whisper(
+    checkpoint: str | Path, device: str = "cpu", weights: WhisperWeights | None = None
+) -> whisper.model.Whisper:
+    """openai-whisper's own ``load_model(checkpoint)``: the one place the peers, the checks and
+    the notebooks load openai-whisper from a ``.pt`` file. With ``weights``, their alignment
+    heads are set (``load_model`` of a path keeps the default heads, which word timestamps
+    would notice)."""
+    model = whisper.load_model(str(checkpoint), device=device)
+    mask = alignment_mask(weights) if weights is not None else None
+    if mask is not None:
+        model.register_buffer("alignment_heads", mask.to_sparse().to(device), persistent=False)
+    return model
 
 
 class TorchAudioFeatures:

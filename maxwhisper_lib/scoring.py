@@ -21,7 +21,6 @@ from .audio_constants import SAMPLE_RATE
 from .errors import MaxWhisperError
 from .manifest import Clip, load_manifest
 from .transcribe import transcript_tokens
-from .weights.canonical import WhisperWeights
 
 
 class TranscriptMismatch(MaxWhisperError):
@@ -62,20 +61,6 @@ def select_clips(
         duration = len(load_audio(path)) / SAMPLE_RATE
         clips.append(Clip(id=path.stem, path=path, duration=duration, reference="", license=""))
     return clips
-
-
-def openai_whisper_model(weights: WhisperWeights, checkpoint: str | Path, device: str = "cpu"):
-    """openai-whisper's ``load_model(checkpoint)`` with the weights' alignment heads set
-    (``load_model`` of a path keeps the default heads, which word timestamps would notice)."""
-    import whisper
-
-    from .reference import alignment_mask
-
-    model = whisper.load_model(str(checkpoint), device=device)
-    mask = alignment_mask(weights)
-    if mask is not None:
-        model.register_buffer("alignment_heads", mask.to_sparse().to(device), persistent=False)
-    return model
 
 
 @dataclass

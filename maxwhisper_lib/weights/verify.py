@@ -14,9 +14,9 @@ import numpy as np
 
 def openai_whisper_transcript(checkpoint: str | Path, audio: np.ndarray, language="en") -> str:
     """Greedy float32 transcript from ``whisper.load_model(checkpoint)`` on CPU."""
-    import whisper
+    from ..reference import load_openai_whisper
 
-    model = whisper.load_model(str(checkpoint), device="cpu")
+    model = load_openai_whisper(checkpoint, device="cpu")
     result = model.transcribe(audio, fp16=False, temperature=0.0, language=language)
     return result["text"].strip()
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .choices import DEVICE_CHOICES, DTYPE_CHOICES
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 
 PROG = "maxwhisper"
 ENGINES = ("max", "torch")
-DEVICES = ("auto", "cpu", "gpu")
-DTYPES = ("float32", "float16", "bfloat16", "int8")
 WORD_OPTIONS = (
     "highlight_words",
     "max_line_width",
@@ -121,8 +121,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--model", default="tiny.en", help="named model (tiny.en, base), extracted weights folder, or checkpoint file")
     p.add_argument("--model_dir", default=None, help="folder of extracted weights (default: $MAXWHISPER_WEIGHTS_DIR or weights/)")
     p.add_argument("--engine", default="max", choices=ENGINES, help="max: MAX Graph; torch: openai-whisper's PyTorch model on the same weights (the reference)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto picks the GPU when there is one")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="precision of weights and activations (half precision on GPU only; int8: int8 weights on the CPU, engine max)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks the GPU when there is one")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="precision of weights and activations (half precision on GPU only; int8: int8 weights on the CPU, engine max)")
     p.add_argument("--output_dir", "-o", default=".", help="directory to save the outputs")
     p.add_argument("--output_format", "-f", type=output_formats, default="all", help="txt, vtt, srt, tsv, json, a comma-separated list of them, or all")
     p.add_argument("--verbose", default=False, **flag, help="print each segment as it is decoded (instead of a progress bar)")

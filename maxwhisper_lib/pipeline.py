@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .choices import DEVICE_CHOICES, FLOAT_DTYPES
 from .reports import RUN_DIR_VARIABLE
 
 STAGES = (
@@ -201,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default="tiny.en", help="named model or weights folder (default tiny.en)"
     )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--dtype", default="float32", choices=FLOAT_DTYPES)
     parser.add_argument("--manifest", default=None, help="clips to use (default data/manifest.csv)")
     parser.add_argument("--stages", default=None, help="comma-separated subset, e.g. 01,02")
     parser.add_argument("--reports-dir", type=Path, default=None, help="default reports/")

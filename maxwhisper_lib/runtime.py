@@ -21,12 +21,11 @@ from max.dtype import DType
 from max.engine import InferenceSession, Model
 from max.graph import DeviceRef, Graph
 
+from .choices import DEVICE_CHOICES, DTYPE_CHOICES
 from .errors import DecodingOptionsError
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "gpu")
-DTYPE_CHOICES = ("float32", "float16", "bfloat16", "int8")
 
 _DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import DEVICE_CHOICES
 from .engines import ENGINES, as_list
 from .results import default_output_dir
 from .runs import DEFAULT_BATCH_SIZES, DEFAULT_LENGTHS, run_benchmark
@@ -15,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m maxwhisper_lib.benchmark", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("--dtype", default="float32", help="MAX's dtype (GPU: float16/bfloat16)")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
     parser.add_argument("--repeats", type=int, default=3)

@@ -37,3 +37,26 @@ def test_step_inputs_have_one_order(per_window):
     assert all(isinstance(t, BufferType) for t in types[first_cross + 2 * layers :])
     assert types[names.index(inputs.offset)].shape == []
     assert types[names.index(inputs.tokens)].dtype == DType.int64
+
+
+@pytest.mark.parametrize(
+    ("row_kernels", "dtype"), [(False, "float32"), (True, "float32"), (True, "int8")]
+)
+def test_graphs_bind_exactly_the_mapped_weights(row_kernels, dtype):
+    """One source of names and shapes: the weights the graphs declare are exactly those the
+    mapping produces (none missing, none unused), each with the shape and dtype it has there."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # int8 without VNNI
+        model = MaxWhisper(random_weights(), device="cpu", dtype=dtype, row_kernels=row_kernels)
+    declared = {}
+    for graph in model.graphs(Module()).values():
+        for name, weight in graph._weights.items():  # MAX's record of the graph's weights
+            declared[name] = weight.value
+    registry = model.registry
+    assert sorted(declared) == sorted(registry)
+    for name, weight in declared.items():
+        array = registry[name]
+        assert tuple(int(d) for d in weight.shape) == array.shape, name
+        assert weight.dtype == DType.from_numpy(array.dtype), name

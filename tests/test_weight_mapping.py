@@ -1,15 +1,12 @@
-"""The decoder's row layout (weights at the checkpoint's precision for the Mojo kernels) and the
-memory-floor accounting, on toy weights: fast, nothing compiles."""
+"""The weight mapping: the graphs' names and shapes, and the decoder's row layout (weights at the
+checkpoint's precision for the Mojo kernels) on toy weights: fast, nothing compiles."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 from max.dtype import DType
 
-from maxwhisper_lib import roofline
 from maxwhisper_lib.errors import DecodingOptionsError
 from maxwhisper_lib.model import MaxWhisper
 from maxwhisper_lib.weight_mapping import (
@@ -86,64 +83,3 @@ def test_row_kernels_refused_off_the_cpu(toy16, monkeypatch):
     monkeypatch.setattr(runtime, "resolve_device_name", lambda device: "gpu")
     with pytest.raises(DecodingOptionsError, match="CPU only"):
         MaxWhisper(toy16, device="gpu", row_kernels=True)
-
-
-def test_decoder_step_bytes_count_what_a_step_reads(toy16):
-    dims = TOY_DIMS
-    model = MaxWhisper(toy16, device="cpu")
-    per_block = sum(
-        int(np.prod(s)) for s in [(48, 16), (16, 16), (16, 16), (16, 16), (64, 16), (16, 64)]
-    )
-    weights16 = 2 * (dims.n_vocab * 16 + dims.n_text_layer * per_block)
-    small = sum(
-        v.nbytes
-        for k, v in model.registry.items()
-        if k.startswith("decoder.")
-        and v.dtype == np.float32
-        and ".cross_attn.kv." not in k
-        and k != "decoder.positional_embedding"
-    )
-    one = roofline.decoder_step_bytes(model, batch=1)
-    assert one["weights"] == weights16 + small
-    kv = dims.n_text_layer * 2 * dims.n_audio_ctx * 16 * 4
-    cache = dims.n_text_layer * 2 * dims.n_text_ctx * 16 * 4
-    assert one["cross_attention_kv"] == kv and one["self_attention_cache"] == cache
-    assert one["logits"] == dims.n_vocab * 4
-    assert one["total"] == sum(v for k, v in one.items() if k != "total")
-    beams = roofline.decoder_step_bytes(model, batch=5, windows=1)
-    assert beams["cross_attention_kv"] == kv  # beams of one window share its keys/values
-    assert beams["self_attention_cache"] == 5 * cache
-    filled = roofline.decoder_step_bytes(model, batch=1, cached=9)  # 9 cached + 1 new position
-    assert filled["self_attention_cache"] == cache * 10 // dims.n_text_ctx
-    classic = MaxWhisper(toy16, device="cpu", row_kernels=False)
-    copies = roofline.decoder_step_bytes(classic, batch=5, windows=1)
-    assert copies["cross_attention_kv"] == 5 * kv  # one copy per sequence without the kernels
-    assert copies["weights"] > one["weights"]  # float32, and a separate logits matrix
-
-
-def test_numpy_stream_reports_bytes_and_rates():
-    results = roofline.numpy_stream(4 << 20, repeats=2, threads=2)
-    assert [r.method for r in results] == ["numpy copy", "numpy triad (2 passes)"]
-    for r in results:
-        assert r.seconds > 0 and r.gb_per_s == pytest.approx(r.bytes_moved / r.seconds / 1e9)
-    assert roofline.best_bandwidth(results) == max(r.gb_per_s for r in results)
-
-
-def test_probe_arrays_outgrow_the_cache_when_the_working_set_does():
-    mb = 1 << 20
-    # 75 MB streamed per step past a 32 MB cache: memory, four times the cache per array
-    assert roofline.probe_array_bytes(75 * mb, 32 * mb) == 128 * mb
-    # a working set that fits the cache is probed at its own size, a third per array
-    assert roofline.probe_array_bytes(24 * mb, 32 * mb) == 8 * mb
-    assert roofline.probe_array_bytes(75 * mb, None) == 25 * mb
-    # a huge cache is capped; a huge working set still gets its third
-    assert roofline.probe_array_bytes(900 * mb, 512 * mb) == roofline.PROBE_ARRAY_CAP
-    assert roofline.probe_array_bytes(6000 * mb, 512 * mb) == 2000 * mb
-
-
-def test_last_level_cache_is_read_from_sysfs():
-    size = roofline.last_level_cache_bytes()
-    if not Path("/sys/devices/system/cpu/cpu0/cache").exists():
-        assert size is None
-    else:
-        assert size is not None and size >= 256 << 10  # at least a second-level cache

@@ -1,0 +1,106 @@
+"""Every official Whisper architecture at its real widths, heads, mel bins and vocabulary, on
+random weights (no larger checkpoint can be downloaded here): the catalog's dims, the tokenizer
+and, with both stacks cut to 2 blocks to keep CI's compile time down, MAX's encoder and decoder
+against openai-whisper's PyTorch modules on the same weights (float32 within 1e-4).
+
+``pytest -k large_v3`` (or ``turbo``, ``distil_large_v3``, ``medium``...) selects one. At 2
+blocks large-v3, large-v3-turbo and distil-large-v3 have the same dims (they differ in depth
+only), so one compiled model serves the three.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import whisper.tokenizer
+
+from maxwhisper_lib.checks import compare
+from maxwhisper_lib.mel import log_mel_spectrogram_reference, pad_or_trim
+from maxwhisper_lib.tokenizer import get_tokenizer
+from maxwhisper_lib.weights.canonical import expected_shapes
+from maxwhisper_lib.weights.catalog import (
+    OFFICIAL_NAMES,
+    PUBLISHED_PARAMETERS_M,
+    guess_model_name,
+    official_dims,
+    size_name,
+)
+from maxwhisper_lib.weights.synthetic import random_weights
+
+TOLERANCE = 1e-4
+CHECKED = ["base", "small", "medium", "large-v3", "large-v3-turbo", "distil-large-v3"]
+
+
+def architecture_id(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
+def parameters(dims) -> int:
+    return sum(int(np.prod(shape)) for shape in expected_shapes(dims).values())
+
+
+@pytest.mark.parametrize("name", OFFICIAL_NAMES, ids=architecture_id)
+def test_official_dims_have_the_published_size(name):
+    """Each architecture's parameter count is the one its model card publishes (OpenAI rounds
+    up: tiny's 37.8 M are called 39 M)."""
+    dims = official_dims(name)
+    published = PUBLISHED_PARAMETERS_M[size_name(dims)] * 1e6
+    assert parameters(dims) == pytest.approx(published, rel=0.04)
+    if name not in ("large", "large-v1", "large-v2", "turbo"):  # aliases and ambiguous versions
+        assert guess_model_name(dims) == name
+
+
+def test_large_v3_has_128_mel_bins_and_100_languages():
+    dims = official_dims("large-v3")
+    assert (dims.n_mels, dims.n_vocab, dims.num_languages) == (128, 51866, 100)
+    assert official_dims("turbo") == official_dims("large-v3-turbo")
+    assert official_dims("large-v3", max_layers=2).n_audio_layer == 2
+    with pytest.raises(KeyError, match="unknown Whisper checkpoint"):
+        official_dims("large.en")
+
+
+def test_tokenizer_of_a_51866_token_vocabulary_is_openai_whispers():
+    ours = get_tokenizer(official_dims("large-v3"), language="yue", task="transcribe")
+    theirs = whisper.tokenizer.get_tokenizer(
+        True, num_languages=100, language="yue", task="transcribe"
+    )
+    assert ours.sot_sequence == theirs.sot_sequence
+    assert ours.timestamp_begin == theirs.timestamp_begin == 50365
+    assert ours.encoding.n_vocab == theirs.encoding.n_vocab == 51866
+
+
+@pytest.fixture(scope="module")
+def jfk_window(jfk_audio):
+    return {
+        n_mels: pad_or_trim(log_mel_spectrogram_reference(jfk_audio, n_mels), 3000)[None]
+        for n_mels in (80, 128)
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CHECKED, ids=architecture_id)
+def test_encoder_and_decoder_match_openai_whisper(name, jfk_window):
+    """At the architecture's real width, heads, mel bins and vocabulary (2 blocks each): MAX's
+    encoder output and the decoder's logits, for a prompt and then one cached step, within
+    1e-4 of openai-whisper's PyTorch modules holding the same random weights."""
+    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.reference import TorchBackend
+
+    dims = official_dims(name, max_layers=2)
+    weights = random_weights(dims, seed=7, name=f"random-{name}")
+    ours, theirs = MaxWhisper(weights, device="cpu"), TorchBackend(weights)
+    mel = jfk_window[dims.n_mels]
+    features, reference = ours.embed_audio(mel), theirs.embed_audio(mel)
+    _, relative = compare(features.numpy(), reference.numpy())
+    assert relative < TOLERANCE, f"encoder {relative:.2e}"
+
+    tokenizer = get_tokenizer(dims, language="en", task="transcribe")
+    prompt = np.array([[*tokenizer.sot_sequence, *tokenizer.encode(" And so my fellow")]])
+    rows = np.zeros(1, dtype=np.int64)
+    sessions = ours.start_decoding(features, rows), theirs.start_decoding(reference, rows)
+    positions = tuple(range(prompt.shape[1]))
+    for tokens, where in ((prompt, positions), (prompt[:, -1:], (-1,))):
+        a, b = (s.logits(tokens, positions=where) for s in sessions)
+        assert a.shape == (1, len(where), dims.n_vocab)
+        _, relative = compare(a, b)
+        assert relative < TOLERANCE, f"decoder {relative:.2e}"

@@ -101,8 +101,10 @@ class MaxDecoderSession:
         # Row kernels: keys/values once per window, each sequence reads its window's (beams of
         # one window share them); otherwise one copy per sequence.
         self.per_window = model.row_kernels
-        source = np.arange(audio.batch_size) if self.per_window else self.rows
-        self.cross = model.run("cross_kv", audio.buffer, model.to_device(source))
+        source = (
+            model.to_device(np.arange(audio.batch_size)) if self.per_window else self._rows_buffer
+        )
+        self.cross = model.run("cross_kv", audio.buffer, source)
         device = runtime.get_device(model.device_name)
         self.caches = [
             runtime.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
@@ -159,9 +161,7 @@ class MaxDecoderSession:
             self.rows = new_rows
             self._rows_buffer = self.model.to_device(self.rows)
             if not self.per_window:
-                self.cross = self.model.run(
-                    "cross_kv", self.audio.buffer, self.model.to_device(self.rows)
-                )
+                self.cross = self.model.run("cross_kv", self.audio.buffer, self._rows_buffer)
 
 
 class MaxWhisper:
@@ -313,8 +313,9 @@ class MaxWhisper:
         self, offset: int, n_new: int, logit_positions: tuple[int, ...]
     ) -> tuple[Buffer, ...]:
         """The decoder step's small inputs (:class:`DecoderStepInputs`): positions, cache offset
-        (host), mask and logit positions, as device buffers; those of one-token steps are made once per offset
-        and kept (a step's host time is a tenth of its time; the mask alone ~20 us)."""
+        (host), mask and logit positions, as device buffers; those of one-token steps are made
+        once per offset and kept (a step's host time is a tenth of its time; the mask alone
+        ~20 us)."""
         key = (offset, n_new, logit_positions)
         inputs = self._step_inputs.get(key)
         if inputs is None:

@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # Elsewhere pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index on GPUs).
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= bench,models,dev,vad
+EXTRAS ?= bench,models,dev,vad,scale
 PIPELINE_ARGS ?=
 
 .PHONY: env pipeline test test-fast lint unit notebooks offline-bundle clean-venv

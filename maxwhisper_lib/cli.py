@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -107,6 +108,10 @@ def output_formats(string: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+BOOL_FLAG: dict[str, Any] = {"type": str2bool, "nargs": "?", "const": True, "metavar": "True|False"}
+"""``--flag``, ``--flag True`` or ``--flag False``."""
+
+
 def build_parser() -> ArgumentParser:
     """The argument parser: openai-whisper's flags plus ``--engine``, ``--dtype``,
     ``--batch_size`` and ``--model_dir``."""
@@ -115,9 +120,16 @@ def build_parser() -> ArgumentParser:
         description="Transcribe audio files with Whisper on Modular's MAX Graph.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    flag: dict[str, Any] = {"type": str2bool, "nargs": "?", "const": True, "metavar": "True|False"}
-    # fmt: off
     p.add_argument("audio", nargs="+", help="audio file(s) to transcribe")
+    add_transcription_options(p)
+    return p
+
+
+def add_transcription_options(p: argparse.ArgumentParser) -> None:
+    """Every ``maxwhisper`` option but the audio files: model, device, outputs, decoding, VAD
+    (shared with ``maxwhisper-corpus``)."""
+    flag = BOOL_FLAG
+    # fmt: off
     p.add_argument("--model", default="tiny.en", help="named model (tiny.en, base), extracted weights folder, or checkpoint file")
     p.add_argument("--model_dir", default=None, help="folder of extracted weights (default: $MAXWHISPER_WEIGHTS_DIR or weights/)")
     p.add_argument("--engine", default="max", choices=ENGINES, help="max: MAX Graph; torch: openai-whisper's PyTorch model on the same weights (the reference)")
@@ -161,7 +173,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--vad_speech_pad_ms", type=int, default=400, help="(with --vad_filter) audio kept on each side of a speech chunk")
     p.add_argument("--hallucination_silence_threshold", type=optional_float, default=None, help="(requires --word_timestamps True) skip silent periods longer than this threshold (in seconds) when a possible hallucination is detected")
     # fmt: on
-    return p
 
 
 def report(message: str) -> None:
@@ -310,6 +321,37 @@ def main(argv: Sequence[str] | None = None, load: BackendLoader = load_backend) 
         return 130
 
 
+@dataclass
+class TranscriptionPlan:
+    """The options of a command line, checked before any model is loaded: ``transcribe``'s
+    keyword arguments, the VAD's, the model's dims (None for a checkpoint file, known once it
+    is read) and the subtitle writers' options."""
+
+    kwargs: dict[str, Any]
+    vad: dict[str, Any]
+    dims: ModelDimensions | None
+    writer_options: dict[str, Any]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, own: Sequence[str] = ()) -> TranscriptionPlan:
+        """Check ``args`` (UsageError / DecodingOptionsError / WeightsError) and plan the run;
+        ``own``: the calling command's own options, not passed to ``transcribe``."""
+        from .outputs import WRITER_OPTIONS
+        from .transcribe import make_options
+
+        check_output_options(args)
+        vad = vad_options(args)
+        kwargs = {k: v for k, v in vars(args).items() if k not in (*CLI_ONLY, *own)}
+        kwargs["temperature"] = temperatures(
+            args.temperature, args.temperature_increment_on_fallback
+        )
+        dims = model_dims(args.model, args.model_dir)
+        if dims is not None:
+            make_options(dims, **kwargs)
+        writer_options = {k: getattr(args, k) for k in WRITER_OPTIONS}
+        return cls(kwargs, vad, dims, writer_options)
+
+
 def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     """Check everything that can be checked cheaply, then transcribe ``batch_size`` files at a
     time and write each group's outputs as soon as it is done."""
@@ -318,13 +360,8 @@ def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     from .outputs import write_result
     from .transcribe import make_options, transcribe_batch
 
-    check_output_options(args)
-    vad = vad_options(args)
-    kwargs = {k: v for k, v in vars(args).items() if k not in CLI_ONLY}
-    kwargs["temperature"] = temperatures(args.temperature, args.temperature_increment_on_fallback)
-    dims = model_dims(args.model, args.model_dir)
-    if dims is not None:
-        make_options(dims, **kwargs)
+    plan = TranscriptionPlan.from_args(args)
+    kwargs, vad, dims, writer_options = plan.kwargs, plan.vad, plan.dims, plan.writer_options
     device = resolve_device(args.engine, args.device, args.dtype)
     output_dir = Path(args.output_dir)
     try:
@@ -332,10 +369,6 @@ def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     except OSError as error:
         report(f"error: cannot create the output directory {output_dir} ({error.strerror})")
         return 1
-    writer_options = {
-        k: getattr(args, k)
-        for k in ("highlight_words", "max_line_width", "max_line_count", "max_words_per_line")
-    }
 
     failed = False
     backend: WhisperBackend | None = None  # loaded once the first group of files is checked
@@ -384,4 +417,10 @@ def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["build_parser", "load_backend", "main"]
+__all__ = [
+    "TranscriptionPlan",
+    "add_transcription_options",
+    "build_parser",
+    "load_backend",
+    "main",
+]

@@ -204,3 +204,24 @@ def plot_segment_timeline(
     ax.set_title(title or "segments per clip")
     fig.tight_layout()
     return fig
+
+
+def plot_corpus_scaling(table: pd.DataFrame):
+    """Corpus throughput (audio seconds per second) per run: with start-up (Ray, model load)
+    and without it, the plain loop over ``transcribe()`` in grey."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(table) + 1.6), sharey=True)
+    colors = ["tab:gray" if not run.startswith("Ray") else "tab:orange" for run in table["run"]]
+    for ax, column, title in (
+        (axes[0], "speed", "whole run (start-up included)"),
+        (axes[1], "work_speed", "after start-up"),
+    ):
+        ax.barh(table["run"], table[column], color=colors)
+        for y, value in enumerate(table[column]):
+            ax.text(value, y, f" {value:.1f}x", va="center")
+        ax.set_xlim(0, table[column].max() * 1.2)
+        ax.set_xlabel("audio seconds per second")
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return fig

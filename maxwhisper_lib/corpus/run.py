@@ -9,6 +9,7 @@ elsewhere (Ray Data's defaults for actor pools); the driver writes each file onc
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,8 @@ from ..scoring import word_error_rate
 from .actors import CpuSlots, ModelSettings, Transcriber, read_audio
 from .inputs import CorpusItem
 from .store import SUMMARY_FILE, ResultStore
+
+LOGGING_CONFIG = "ray_data_logging.yaml"
 
 
 class CorpusRunError(MaxWhisperError):
@@ -183,6 +186,8 @@ def plan_actors(
 def _dataset(pending, settings, actors, threads, resources, transcriber):
     import ray
 
+    # our bar and summary say it all: Ray Data's console messages only for errors
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name(LOGGING_CONFIG)))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

@@ -25,6 +25,7 @@ from max.graph import DeviceRef, Graph, Module
 from . import compiled, machine, runtime
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
+from .graphs import check_registry
 from .graphs.decoder import (
     DecoderStepInputs,
     build_alignment_graph,
@@ -262,8 +263,11 @@ class MaxWhisper:
         return graphs
 
     def _build_graphs(self, module: Module) -> dict[str, str]:
-        """Build every graph of the model into ``module``; our name -> the graph's name."""
-        return {name: graph.name for name, graph in self.graphs(module).items()}
+        """Build every graph of the model into ``module``, its weights checked against the
+        registry (WeightsError); our name -> the graph's name."""
+        graphs = self.graphs(module)
+        check_registry(graphs.values(), self.registry)
+        return {name: graph.name for name, graph in graphs.items()}
 
     def warm_up(
         self, names: Sequence[str] = ("encoder", "cross_kv", "decoder_step")

@@ -18,6 +18,8 @@ import numpy as np
 LANES = 16  # output channels per block (one 512-bit vector of int32 sums)
 TILE_OUTPUTS = 64  # the kernel's tile: outputs are padded to a multiple of it
 QMAX = 127
+SCALE_SUFFIX, SUM_SUFFIX = "_scale", "_sum"
+"""Name endings of a packed int8 weight's scales and sums, beside the weight."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,19 @@ class Int8Linear:
         scale = self.scale[: self.out_features, None]
         return self.quantized().astype(np.float32) * scale
 
+
+
+def packed_shapes(out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of an ``(out, in)`` weight packed by :func:`quantize_linear`, by name suffix:
+    ``""`` the int8 tiles, :data:`SCALE_SUFFIX` the float32 scales, :data:`SUM_SUFFIX` the
+    int32 sums (outputs
+    padded to whole tiles)."""
+    padded = -(-out_features // TILE_OUTPUTS) * TILE_OUTPUTS
+    return {
+        "": (padded // LANES, in_features // 4, 4 * LANES),
+        SCALE_SUFFIX: (padded,),
+        SUM_SUFFIX: (padded,),
+    }
 
 def quantize_linear(weight: np.ndarray) -> Int8Linear:
     """Quantize ``weight (out, in)`` (any float dtype) per output channel:

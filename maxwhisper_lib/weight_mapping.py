@@ -14,15 +14,16 @@ With ``int8=True`` (MAX's CPU int8 mode, on top of ``rows``) every linear layer 
 :data:`INT8_LINEARS` and the logits projection are quantized per output channel and packed for
 the Mojo int8 kernel (:mod:`maxwhisper_lib.quantization`): ``<name>.weight`` becomes the packed
 int8 tensor, beside ``<name>.weight_scale`` (float32) and ``<name>.weight_sum`` (int32).
+
+The names, shapes and dtypes this produces are the ones the graphs declare
+(:class:`maxwhisper_lib.graphs.layers.Params`); nothing here restates them.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from max.dtype import DType
 
-from .dims import ModelDimensions
-from .quantization import LANES, TILE_OUTPUTS, quantize_linear
+from .quantization import SCALE_SUFFIX, SUM_SUFFIX, quantize_linear
 from .weights.canonical import WhisperWeights
 
 
@@ -47,7 +48,6 @@ INT8_LINEARS = (*ROW_LINEARS, "cross_attn.kv")
 """Linear layers quantized in the int8 mode, in both stacks (the encoder has the self-attention
 and MLP ones); the cross-attention key/value projection too (once per window, ``(in, out)``)."""
 LOGITS = "decoder.logits.weight"
-SCALE_SUFFIX, SUM_SUFFIX = "_scale", "_sum"
 
 
 def is_int8_weight(name: str) -> bool:
@@ -58,25 +58,6 @@ def is_int8_weight(name: str) -> bool:
     if ".blocks." not in name and not name.startswith("block."):
         return False
     return any(name.endswith(f".{lin}.weight") for lin in INT8_LINEARS)
-
-
-def int8_companion_dtype(name: str) -> DType | None:
-    """float32 for an int8 weight's scales, int32 for its sums, else None."""
-    if name.endswith(".weight" + SCALE_SUFFIX):
-        return DType.float32
-    if name.endswith(".weight" + SUM_SUFFIX):
-        return DType.int32
-    return None
-
-
-def int8_shapes(out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
-    """Suffix -> shape of a packed int8 weight and its companions."""
-    padded = -(-out_features // TILE_OUTPUTS) * TILE_OUTPUTS
-    return {
-        "": (padded // LANES, in_features // 4, 4 * LANES),
-        SCALE_SUFFIX: (padded,),
-        SUM_SUFFIX: (padded,),
-    }
 
 
 def is_row_weight(name: str) -> bool:
@@ -90,70 +71,6 @@ def row_weight_dtype(weights: WhisperWeights) -> np.dtype:
     else float32."""
     source = weights.tensors[f"{TOKEN_EMBEDDING}.weight"].dtype
     return np.dtype(np.float16) if source == np.float16 else np.dtype(np.float32)
-
-
-def graph_weight_shapes(
-    dims: ModelDimensions, rows: bool = False, int8: bool = False
-) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor the graphs bind (``rows``: the row layout; ``int8``: the
-    int8 mode, see above)."""
-    a, t, m = dims.n_audio_state, dims.n_text_state, dims.n_mels
-    shapes: dict[str, tuple[int, ...]] = {
-        "encoder.conv1.weight": (3 * m, a),
-        "encoder.conv1.bias": (a,),
-        "encoder.conv2.weight": (3 * a, a),
-        "encoder.conv2.bias": (a,),
-        "encoder.positional_embedding": (dims.n_audio_ctx, a),
-        "encoder.ln_post.weight": (a,),
-        "encoder.ln_post.bias": (a,),
-        "decoder.token_embedding": (dims.n_vocab, t),
-        "decoder.logits.weight": (t, dims.n_vocab),
-        "decoder.positional_embedding": (dims.n_text_ctx, t),
-        "decoder.ln.weight": (t,),
-        "decoder.ln.bias": (t,),
-    }
-
-    def block(prefix: str, width: int, cross: bool) -> None:
-        norms = ["attn_ln", "mlp_ln"] + (["cross_attn_ln"] if cross else [])
-        for norm in norms:
-            shapes[f"{prefix}.{norm}.weight"] = (width,)
-            shapes[f"{prefix}.{norm}.bias"] = (width,)
-        shapes[f"{prefix}.attn.qkv.weight"] = (width, 3 * width)
-        shapes[f"{prefix}.attn.qkv.bias"] = (3 * width,)
-        shapes[f"{prefix}.attn.out.weight"] = (width, width)
-        shapes[f"{prefix}.attn.out.bias"] = (width,)
-        if cross:
-            shapes[f"{prefix}.cross_attn.query.weight"] = (width, width)
-            shapes[f"{prefix}.cross_attn.query.bias"] = (width,)
-            shapes[f"{prefix}.cross_attn.kv.weight"] = (width, 2 * width)
-            shapes[f"{prefix}.cross_attn.kv.bias"] = (2 * width,)
-            shapes[f"{prefix}.cross_attn.out.weight"] = (width, width)
-            shapes[f"{prefix}.cross_attn.out.bias"] = (width,)
-        shapes[f"{prefix}.mlp.fc1.weight"] = (width, 4 * width)
-        shapes[f"{prefix}.mlp.fc1.bias"] = (4 * width,)
-        shapes[f"{prefix}.mlp.fc2.weight"] = (4 * width, width)
-        shapes[f"{prefix}.mlp.fc2.bias"] = (width,)
-
-    for i in range(dims.n_audio_layer):
-        block(f"encoder.blocks.{i}", a, cross=False)
-    for i in range(dims.n_text_layer):
-        block(f"decoder.blocks.{i}", t, cross=True)
-    if rows:
-        del shapes["decoder.logits.weight"]
-        for name in shapes:
-            if name.startswith("decoder.blocks.") and is_row_weight(name):
-                shapes[name] = shapes[name][::-1]
-    if int8:
-        if not rows:
-            raise ValueError("the int8 mode uses the row layout")
-        shapes[LOGITS] = (dims.n_vocab, dims.n_text_state)
-        for name in [n for n in shapes if is_int8_weight(n)]:
-            shape = shapes[name]
-            rows_layout = name == LOGITS or (name.startswith("decoder.") and is_row_weight(name))
-            out_features, in_features = shape if rows_layout else shape[::-1]
-            for suffix, packed in int8_shapes(out_features, in_features).items():
-                shapes[name + suffix] = packed
-    return shapes
 
 
 def _block_tensors(src: dict[str, np.ndarray], prefix: str, cross: bool) -> dict[str, np.ndarray]:

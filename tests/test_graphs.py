@@ -3,10 +3,15 @@ object: fast checks of graph construction and of one source for the step's input
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Module, TensorType
 
+from maxwhisper_lib.errors import WeightsError
+from maxwhisper_lib.graphs import check_registry, declared_weights
 from maxwhisper_lib.graphs.decoder import DecoderStepInputs
 from maxwhisper_lib.model import GRAPHS, LOG_MEL_PIECE, MaxWhisper
 from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
@@ -50,13 +55,43 @@ def test_graphs_bind_exactly_the_mapped_weights(row_kernels, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # int8 without VNNI
         model = MaxWhisper(random_weights(), device="cpu", dtype=dtype, row_kernels=row_kernels)
-    declared = {}
-    for graph in model.graphs(Module()).values():
-        for name, weight in graph._weights.items():  # MAX's record of the graph's weights
-            declared[name] = weight.value
+    graphs = model.graphs(Module()).values()
+    declared = declared_weights(graphs)
     registry = model.registry
     assert sorted(declared) == sorted(registry)
-    for name, weight in declared.items():
+    for name, (shape, dtype) in declared.items():
         array = registry[name]
-        assert tuple(int(d) for d in weight.shape) == array.shape, name
-        assert weight.dtype == DType.from_numpy(array.dtype), name
+        assert shape == array.shape, name
+        assert dtype == DType.from_numpy(array.dtype), name
+    check_registry(graphs, registry)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("decoder.ln.bias"), "missing decoder.ln.bias"),
+        (lambda r: r.update(extra=np.zeros(3, np.float32)), "unused extra"),
+        (
+            lambda r: r.update({"encoder.conv1.bias": np.zeros(5, np.float32)}),
+            "encoder.conv1.bias is (5,) float32, the graphs declare (16,) float32",
+        ),
+        (
+            lambda r: r.update({"encoder.ln_post.weight": np.zeros(16, np.float64)}),
+            "encoder.ln_post.weight is (16,) float64",
+        ),
+    ],
+)
+def test_weights_that_do_not_fit_the_graphs_are_refused(toy_graphs, change, message):
+    """Before any compile: a missing, unused, wrong-shape or wrong-dtype tensor is named."""
+    graphs, registry = toy_graphs
+    registry = dict(registry)
+    change(registry)
+    with pytest.raises(WeightsError, match=re.escape(message)):
+        check_registry(graphs, registry)
+
+
+@pytest.fixture(scope="module")
+def toy_graphs():
+    """The CPU model's graphs on TOY_DIMS (built once: a few seconds) and its registry."""
+    model = MaxWhisper(random_weights(), device="cpu")
+    return list(model.graphs(Module()).values()), model.registry

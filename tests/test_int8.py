@@ -17,7 +17,7 @@ from maxwhisper_lib.quantization import (
     quantize_activations,
     quantize_linear,
 )
-from maxwhisper_lib.weight_mapping import graph_weight_shapes, map_weights
+from maxwhisper_lib.weight_mapping import map_weights
 
 
 def test_quantize_linear_round_trips_within_half_a_step():
@@ -63,10 +63,8 @@ def test_activation_quantization_per_row():
 
 
 def test_int8_weight_mapping_shapes_and_dtypes(tiny_weights):
+    """(That the graphs declare exactly these tensors: tests/test_graphs.py, on TOY_DIMS.)"""
     registry = map_weights(tiny_weights, rows=True, int8=True)
-    shapes = graph_weight_shapes(tiny_weights.dims, rows=True, int8=True)
-    for name, shape in shapes.items():
-        assert registry[name].shape == shape, name
     fc1 = "encoder.blocks.0.mlp.fc1.weight"
     assert registry[fc1].dtype == np.int8 and registry[fc1 + "_sum"].dtype == np.int32
     assert registry["decoder.logits.weight"].shape[0] * LANES >= tiny_weights.dims.n_vocab

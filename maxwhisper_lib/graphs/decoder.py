@@ -32,14 +32,7 @@ from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
-from ..weight_mapping import (
-    LOGITS,
-    SCALE_SUFFIX,
-    SUM_SUFFIX,
-    TOKEN_EMBEDDING,
-    graph_weight_shapes,
-)
-from .encoder import block_weight_shapes
+from ..weight_mapping import LOGITS, TOKEN_EMBEDDING
 from .kernels import KERNEL_EXTENSIONS, int8_product, matmul_rows
 from .layers import Params, cross_keys_values, decoder_block, layer_norm
 
@@ -105,8 +98,7 @@ def decoder_params(
 ) -> Params:
     """The decoder graphs' weights, in the row layout when ``row_dtype`` is given (``int8``:
     the int8 mode's packed weights)."""
-    shapes = graph_weight_shapes(dims, rows=row_dtype is not None, int8=int8)
-    return Params(shapes, dtype, device, row_dtype=row_dtype, int8=int8)
+    return Params(dtype, device, row_dtype=row_dtype, int8=int8)
 
 
 def extensions(row_dtype: DType | None) -> list:
@@ -114,28 +106,27 @@ def extensions(row_dtype: DType | None) -> list:
     return KERNEL_EXTENSIONS if row_dtype is not None else []
 
 
-def embed_tokens(tokens: TensorValue, positions: TensorValue, p: Params) -> TensorValue:
+def embed_tokens(
+    tokens: TensorValue, positions: TensorValue, p: Params, dims: ModelDimensions
+) -> TensorValue:
     """Token plus learned positional embeddings, ``(batch, n, width)``."""
-    tokens_embedded = ops.gather(p(TOKEN_EMBEDDING), tokens, axis=0)
+    table = p(TOKEN_EMBEDDING, (dims.n_vocab, dims.n_text_state))
+    tokens_embedded = ops.gather(table, tokens, axis=0)
     if tokens_embedded.dtype != p.dtype:  # a float16 row weight, widened exactly
         tokens_embedded = ops.cast(tokens_embedded, p.dtype)
-    return tokens_embedded + ops.gather(p("decoder.positional_embedding"), positions, axis=0)
+    positional = p("decoder.positional_embedding", (dims.n_text_ctx, dims.n_text_state))
+    return tokens_embedded + ops.gather(positional, positions, axis=0)
 
 
-def logits(x: TensorValue, p: Params) -> TensorValue:
+def logits(x: TensorValue, p: Params, n_vocab: int) -> TensorValue:
     """Final LayerNorm and the tied output projection, in float32."""
+    width = int(x.shape[-1])
     x = layer_norm(x, p, "decoder.ln")
     if p.is_int8(LOGITS):
-        return int8_product(
-            x,
-            p(LOGITS),
-            p(LOGITS + SCALE_SUFFIX),
-            p(LOGITS + SUM_SUFFIX),
-            out_features=int(p.shapes[TOKEN_EMBEDDING][0]),
-        )
+        return int8_product(x, *p.int8_weight(LOGITS, n_vocab, width), out_features=n_vocab)
     if p.is_rows(TOKEN_EMBEDDING):
-        return matmul_rows(x, p(TOKEN_EMBEDDING))
-    out = x @ p("decoder.logits.weight")
+        return matmul_rows(x, p(TOKEN_EMBEDDING, (n_vocab, width)))
+    out = x @ p(LOGITS, (width, n_vocab))
     return out if out.dtype == DType.float32 else ops.cast(out, DType.float32)
 
 
@@ -148,7 +139,7 @@ def build_cross_kv_graph(
 ) -> Graph:
     """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> each block's cross keys
     and values (:func:`cross_types`), interleaved; ``int8``: the projection as the int8 kernel."""
-    p = Params(graph_weight_shapes(dims, rows=int8, int8=int8), dtype, device, int8=int8)
+    p = Params(dtype, device, int8=int8)
     features = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_audio_state], device=device)
     rows = TensorType(DType.int64, [BATCH], device=device)
     with Graph(
@@ -262,7 +253,7 @@ def build_decoder_step_graph(
         caches = [v.buffer for v in inputs.caches]
         n_new = tokens.shape[1]
         mask = ops.rebind(mask, [n_new, cap + n_new])
-        x = embed_tokens(tokens, positions, p)
+        x = embed_tokens(tokens, positions, p, dims)
         writes = []
         for i in range(dims.n_text_layer):
             k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
@@ -287,7 +278,7 @@ def build_decoder_step_graph(
         for k_buffer, v_buffer, new_k, new_v in writes:
             ops.buffer_store_slice(k_buffer, new_k, [slice(None)] * 3 + [new_slots])
             ops.buffer_store_slice(v_buffer, new_v, [slice(None)] * 2 + [new_slots, slice(None)])
-        graph.output(logits(ops.gather(x, logit_positions, axis=1), p))
+        graph.output(logits(ops.gather(x, logit_positions, axis=1), p, dims.n_vocab))
     return graph
 
 
@@ -337,7 +328,7 @@ def build_alignment_graph(
         module=module,
     ) as graph:
         tokens, positions, mask, xa = (v.tensor for v in graph.inputs)
-        x = embed_tokens(tokens, positions, p)
+        x = embed_tokens(tokens, positions, p, dims)
         scores = []
         for i in range(dims.n_text_layer):
             block = p.scope(f"decoder.blocks.{i}")
@@ -346,7 +337,7 @@ def build_alignment_graph(
                 x, block, dims.n_text_head, cross_k, cross_v, mask
             )
             scores.append(cross_scores[0])
-        graph.output(logits(x, p), ops.stack(scores))
+        graph.output(logits(x, p, dims.n_vocab), ops.stack(scores))
     return graph
 
 
@@ -355,8 +346,7 @@ def build_decoder_block_graph(
 ) -> Graph:
     """One decoder block with full causal self-attention: x ``(batch, n, width)``, audio features
     ``(batch, n_audio_ctx, width)`` and the causal mask ``(n, n)`` -> x; weights as ``block.*``."""
-    shapes = block_weight_shapes(dims, "decoder.blocks", rows=row_dtype is not None)
-    p = Params(shapes, dtype, device, row_dtype=row_dtype).scope("block")
+    p = Params(dtype, device, row_dtype=row_dtype).scope("block")
     inputs = [
         TensorType(dtype, [BATCH, N_NEW, dims.n_text_state], device=device),
         TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device),

@@ -11,7 +11,6 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ..dims import ModelDimensions
-from ..weight_mapping import graph_weight_shapes
 from .kernels import KERNEL_EXTENSIONS
 from .layers import Params, encoder_block, layer_norm
 
@@ -28,16 +27,24 @@ def conv_taps(x: TensorValue, stride: int) -> TensorValue:
     return ops.concat(taps, axis=-1)
 
 
-def conv_stem(mel: TensorValue, p: Params) -> TensorValue:
+def conv(x: TensorValue, p: Params, name: str, stride: int, width: int) -> TensorValue:
+    """A 3-wide convolution ``(b, time, c)`` -> ``(b, time // stride, width)`` as one product
+    with the tap matrix ``(3c, width)`` (see weight_mapping), then exact GELU."""
+    taps = conv_taps(x, stride)
+    weight = p(f"{name}.weight", (int(taps.shape[-1]), width))
+    return ops.gelu(taps @ weight + p(f"{name}.bias", (width,)))
+
+
+def conv_stem(mel: TensorValue, p: Params, width: int) -> TensorValue:
     """Two 3-wide convolutions with exact GELU, the second with stride 2: ``(b, n_mels, 3000)``
     -> ``(b, 1500, width)``."""
     x = ops.permute(mel, [0, 2, 1])
-    x = ops.gelu(conv_taps(x, 1) @ p("encoder.conv1.weight") + p("encoder.conv1.bias"))
-    return ops.gelu(conv_taps(x, 2) @ p("encoder.conv2.weight") + p("encoder.conv2.bias"))
+    return conv(conv(x, p, "encoder.conv1", 1, width), p, "encoder.conv2", 2, width)
 
 
 def encode(mel: TensorValue, p: Params, dims: ModelDimensions) -> TensorValue:
-    x = conv_stem(mel, p) + p("encoder.positional_embedding")
+    x = conv_stem(mel, p, dims.n_audio_state)
+    x = x + p("encoder.positional_embedding", (dims.n_audio_ctx, dims.n_audio_state))
     for i in range(dims.n_audio_layer):
         x = encoder_block(x, p.scope(f"encoder.blocks.{i}"), dims.n_audio_head)
     return layer_norm(x, p, "encoder.ln_post")
@@ -57,7 +64,7 @@ def build_encoder_graph(
     """log-mel ``(batch, n_mels, 2 * n_audio_ctx)`` -> features ``(batch, n_audio_ctx, width)``;
     ``int8``: the blocks' linear layers as the Mojo int8 kernel (CPU); built into ``module``
     if given (see :mod:`maxwhisper_lib.compiled`)."""
-    p = Params(graph_weight_shapes(dims, rows=int8, int8=int8), dtype, device, int8=int8)
+    p = Params(dtype, device, int8=int8)
     with Graph(
         "whisper_encoder" + ("_int8" if int8 else ""),
         input_types=[_mel_type(dims, dtype, device)],
@@ -70,27 +77,15 @@ def build_encoder_graph(
 
 def build_stem_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
     """log-mel -> the convolution stem's output (before positional embeddings)."""
-    p = Params(graph_weight_shapes(dims), dtype, device)
+    p = Params(dtype, device)
     with Graph("whisper_encoder_stem", input_types=[_mel_type(dims, dtype, device)]) as graph:
-        graph.output(conv_stem(graph.inputs[0].tensor, p))
+        graph.output(conv_stem(graph.inputs[0].tensor, p, dims.n_audio_state))
     return graph
-
-
-def block_weight_shapes(
-    dims: ModelDimensions, prefix: str, rows: bool = False
-) -> dict[str, tuple[int, ...]]:
-    """Shapes of one block's weights renamed ``block.*`` (see weight_mapping.select_block)."""
-    head = prefix + ".0."
-    return {
-        "block." + k[len(head) :]: v
-        for k, v in graph_weight_shapes(dims, rows).items()
-        if k.startswith(head)
-    }
 
 
 def build_encoder_block_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
     """One encoder block ``(batch, n_audio_ctx, width)`` -> same, weights bound as ``block.*``."""
-    p = Params(block_weight_shapes(dims, "encoder.blocks"), dtype, device).scope("block")
+    p = Params(dtype, device).scope("block")
     x_type = TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device)
     with Graph("whisper_encoder_block", input_types=[x_type]) as graph:
         graph.output(encoder_block(graph.inputs[0].tensor, p, dims.n_audio_head))

@@ -9,35 +9,32 @@ linear layers run as MAX-Whisper's Mojo row kernels (:mod:`.kernels`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 from max.dtype import DType
 from max.graph import BufferValue, DeviceRef, TensorValue, Weight, ops
 
-from ..weight_mapping import (
-    SCALE_SUFFIX,
-    SUM_SUFFIX,
-    int8_companion_dtype,
-    is_int8_weight,
-    is_row_weight,
-)
+from ..quantization import SCALE_SUFFIX, SUM_SUFFIX, packed_shapes
+from ..weight_mapping import is_int8_weight, is_row_weight
 from .kernels import cross_attention_rows, int8_product, linear_rows, self_attention_cached
 
 LAYER_NORM_EPS = 1e-5
 
 
 class Params:
-    """Hands out the graph's named weights, creating each ``Weight`` once, with its mapped shape.
+    """Declares the graph's named weights: each ``Weight`` is created once, with the shape the
+    layer that uses it asks for. The graphs are the one source of weight names, shapes and
+    dtypes; :mod:`maxwhisper_lib.weight_mapping` produces exactly these tensors (checked by
+    :func:`maxwhisper_lib.graphs.check_registry` before a compile, and by tests on TOY_DIMS).
 
-    With ``row_dtype`` the decoder's row weights (:func:`is_row_weight`) are ``row_dtype`` and
-    ``(out, in)`` (the shapes must come from ``graph_weight_shapes(dims, rows=True)``); with
-    ``int8`` too, the int8 mode's weights (:func:`is_int8_weight`) are packed int8 with their
-    scales and sums (``graph_weight_shapes(dims, rows=True, int8=True)``).
+    Layouts: linear weights ``(in, out)`` in ``dtype``; with ``row_dtype`` the decoder's row
+    weights (:func:`is_row_weight`) ``(out, in)`` in ``row_dtype`` (the Mojo row kernels); with
+    ``int8`` the int8 mode's weights (:func:`is_int8_weight`) packed for the int8 kernel with
+    their float32 scales and int32 sums.
     """
 
     def __init__(
         self,
-        shapes: Mapping[str, tuple[int, ...]],
         dtype: DType,
         device: DeviceRef,
         prefix: str = "",
@@ -45,7 +42,6 @@ class Params:
         row_dtype: DType | None = None,
         int8: bool = False,
     ) -> None:
-        self.shapes = shapes
         self.int8 = int8
         self.dtype = dtype
         self.device = device
@@ -61,24 +57,36 @@ class Params:
         """Whether weight ``name`` (relative to this scope) is a packed int8 weight."""
         return self.int8 and is_int8_weight(f"{self.prefix}{name}")
 
-    def __call__(self, name: str) -> Weight:
+    def __call__(self, name: str, shape: Sequence[int], dtype: DType | None = None) -> Weight:
+        """The weight ``name`` of ``shape`` (``dtype``: default the activations', or the row
+        weights' for a row weight); ValueError if it was declared before with another shape."""
         full = f"{self.prefix}{name}"
-        if full not in self._cache:
-            if full not in self.shapes:
-                raise KeyError(f"graph weight {full!r} is not in the weight mapping")
-            if self.is_int8(name):
-                dtype = DType.int8
-            elif self.int8 and int8_companion_dtype(full) is not None:
-                dtype = int8_companion_dtype(full)
-            else:
-                dtype = self.row_dtype if self.is_rows(name) else self.dtype
-            self._cache[full] = Weight(full, dtype, self.shapes[full], self.device)
+        shape = tuple(int(d) for d in shape)
+        if full in self._cache:
+            declared = tuple(int(d) for d in self._cache[full].shape)
+            if declared != shape:
+                raise ValueError(f"graph weight {full!r} declared as {declared} and as {shape}")
+            return self._cache[full]
+        if dtype is None:
+            dtype = self.row_dtype if self.is_rows(name) else self.dtype
+        self._cache[full] = Weight(full, dtype, shape, self.device)
         return self._cache[full]
+
+    def int8_weight(
+        self, name: str, out_features: int, in_features: int
+    ) -> tuple[Weight, Weight, Weight]:
+        """An int8 weight ``name`` of ``(out, in)`` as packed for the kernel: (packed, scales,
+        sums)."""
+        shapes = packed_shapes(out_features, in_features)
+        return (
+            self(name, shapes[""], DType.int8),
+            self(name + SCALE_SUFFIX, shapes[SCALE_SUFFIX], DType.float32),
+            self(name + SUM_SUFFIX, shapes[SUM_SUFFIX], DType.int32),
+        )
 
     def scope(self, prefix: str) -> Params:
         """The same weights seen from ``prefix.`` (e.g. ``encoder.blocks.0``)."""
         return Params(
-            self.shapes,
             self.dtype,
             self.device,
             f"{self.prefix}{prefix}.",
@@ -90,7 +98,8 @@ class Params:
 
 def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
     """LayerNorm computed in float32 whatever the activation dtype, as openai-whisper does."""
-    gamma, beta = p(f"{name}.weight"), p(f"{name}.bias")
+    width = (int(x.shape[-1]),)
+    gamma, beta = p(f"{name}.weight", width), p(f"{name}.bias", width)
     if x.dtype == DType.float32:
         return ops.layer_norm(x, gamma, beta, LAYER_NORM_EPS)
     y = ops.layer_norm(
@@ -102,20 +111,23 @@ def layer_norm(x: TensorValue, p: Params, name: str) -> TensorValue:
     return ops.cast(y, x.dtype)
 
 
-def linear(x: TensorValue, p: Params, name: str) -> TensorValue:
-    weight, bias = p(f"{name}.weight"), p(f"{name}.bias")
-    if p.is_int8(f"{name}.weight"):
-        return int8_product(
-            x, weight, p(f"{name}.weight{SCALE_SUFFIX}"), p(f"{name}.weight{SUM_SUFFIX}"), bias
-        )
-    if p.is_rows(f"{name}.weight"):
-        return linear_rows(x, weight, bias)
-    return x @ weight + bias
+def linear(x: TensorValue, p: Params, name: str, out_features: int) -> TensorValue:
+    """``x (..., in) @ weight + bias`` -> ``(..., out_features)``, in the weight's layout (see
+    :class:`Params`): a MAX matmul, a Mojo row kernel or the int8 kernel."""
+    in_features = int(x.shape[-1])
+    weight, bias = f"{name}.weight", p(f"{name}.bias", (out_features,))
+    if p.is_int8(weight):
+        packed, scale, weight_sum = p.int8_weight(weight, out_features, in_features)
+        return int8_product(x, packed, scale, weight_sum, bias, out_features)
+    if p.is_rows(weight):
+        return linear_rows(x, p(weight, (out_features, in_features)), bias)
+    return x @ p(weight, (in_features, out_features)) + bias
 
 
 def mlp(x: TensorValue, p: Params) -> TensorValue:
     """Whisper's MLP: Linear(d, 4d) -> exact GELU -> Linear(4d, d)."""
-    return linear(ops.gelu(linear(x, p, "mlp.fc1")), p, "mlp.fc2")
+    width = int(x.shape[-1])
+    return linear(ops.gelu(linear(x, p, "mlp.fc1", 4 * width)), p, "mlp.fc2", width)
 
 
 def split_heads(x: TensorValue, n_head: int) -> TensorValue:
@@ -156,7 +168,7 @@ def attend(scores: TensorValue, v: TensorValue, mask: TensorValue | None = None)
 def self_attention_qkv(x: TensorValue, p: Params, name: str, n_head: int):
     """Fused QKV projection -> ``(q, k_t, v)`` split into heads (keys transposed)."""
     width = int(x.shape[-1])
-    qkv = linear(x, p, f"{name}.qkv")
+    qkv = linear(x, p, f"{name}.qkv", 3 * width)
     q, k, v = ops.split(qkv, [width, width, width], axis=-1)
     return split_heads(q, n_head), split_heads_transposed(k, n_head), split_heads(v, n_head)
 
@@ -164,7 +176,7 @@ def self_attention_qkv(x: TensorValue, p: Params, name: str, n_head: int):
 def encoder_block(x: TensorValue, p: Params, n_head: int) -> TensorValue:
     """Residual attention block without mask or cross-attention (the audio encoder's)."""
     q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    x = x + linear(attend(attention_scores(q, k_t), v), p, "attn.out")
+    x = x + linear(attend(attention_scores(q, k_t), v), p, "attn.out", int(x.shape[-1]))
     return x + mlp(layer_norm(x, p, "mlp_ln"), p)
 
 
@@ -177,7 +189,7 @@ def cross_keys_values(xa: TensorValue, p: Params, n_head: int) -> tuple[TensorVa
     same result (``scripts/decoder_ablation.py`` times the step).
     """
     width = int(xa.shape[-1])
-    k, v = ops.split(linear(xa, p, "cross_attn.kv"), [width, width], axis=-1)
+    k, v = ops.split(linear(xa, p, "cross_attn.kv", 2 * width), [width, width], axis=-1)
     return split_heads(k, n_head), split_heads(v, n_head)
 
 
@@ -192,14 +204,15 @@ def cross_attention(
     """The residual cross-attention sub-block: ``(x + attention output, scores before softmax)``;
     with ``cross_rows`` the Mojo kernel over per-window keys/values (no scores come back), see
     :func:`decoder_block`."""
-    query = linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query")
+    width = int(x.shape[-1])
+    query = linear(layer_norm(x, p, "cross_attn_ln"), p, "cross_attn.query", width)
     if cross_rows is not None:
         scores = None
         attended = cross_attention_rows(query, cross_k, cross_v, cross_rows)
     else:
         scores = attention_scores(split_heads(query, n_head), ops.transpose(cross_k, -1, -2))
         attended = attend(scores, cross_v)
-    return x + linear(attended, p, "cross_attn.out"), scores
+    return x + linear(attended, p, "cross_attn.out", width), scores
 
 
 def _attend_self(
@@ -233,12 +246,13 @@ def self_attention(
 ) -> tuple[TensorValue, TensorValue | None, TensorValue | None]:
     """The residual self-attention sub-block of :func:`decoder_block` (see there):
     ``(x + attention output, new keys transposed, new values)``, no keys/values with ``cache``."""
+    width = int(x.shape[-1])
     if cache is not None:
-        qkv = linear(layer_norm(x, p, "attn_ln"), p, "attn.qkv")
+        qkv = linear(layer_norm(x, p, "attn_ln"), p, "attn.qkv", 3 * width)
         attended = self_attention_cached(qkv, cache[2], cache[0], cache[1])
-        return x + linear(attended, p, "attn.out"), None, None
+        return x + linear(attended, p, "attn.out", width), None, None
     q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    return x + linear(_attend_self(q, k_t, v, mask, past), p, "attn.out"), k_t, v
+    return x + linear(_attend_self(q, k_t, v, mask, past), p, "attn.out", width), k_t, v
 
 
 def decoder_block(

@@ -50,9 +50,9 @@ test-fast: env
 # parts under .stage/; see scripts/README.md for carrying and installing them.
 offline-bundle: env
 	$(BIN)/python -m maxwhisper_lib.weights extract --model tiny.en
-	$(BIN)/python scripts/offline_host.py gather
-	$(BIN)/python scripts/offline_host.py pack --include weights/tiny.en --include data --with-source
-	$(BIN)/python scripts/offline_host.py carry all
+	$(BIN)/python scripts/offline_bundle.py gather
+	$(BIN)/python scripts/offline_bundle.py pack --include weights/tiny.en --include data --with-source
+	$(BIN)/python scripts/offline_bundle.py carry all
 
 clean-venv:
 	rm -rf $(VENV)

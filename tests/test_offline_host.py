@@ -1,14 +1,15 @@
-"""scripts/offline_host.py: gather planning, packing into parts, host-side rebuild and install."""
+"""scripts/offline_host.py: host-side rebuild (join, append, verify, unpack), install and check.
+
+Bundles are packed with offline_bundle.py through test_offline_bundle's helpers, so the round
+trips here also check what pack writes against what the host side expects.
+"""
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import io
-import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -17,10 +18,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from test_offline_bundle import BUNDLE_FILE, PART_SIZE, make_project, pack, sha256, tree
+from test_offline_bundle import tool as bundler
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "offline_host.py"
-PART_SIZE = 16384
-BUNDLE_FILE = "maxwhisper-offline.tar"
 
 
 def load_tool() -> ModuleType:
@@ -35,43 +36,6 @@ def load_tool() -> ModuleType:
 tool = load_tool()
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def make_project(root: Path) -> Path:
-    """A small checkout: fake wheels, a weights folder, data clips and some junk to leave out."""
-    wheels = root / ".stage" / "wheels"
-    wheels.mkdir(parents=True)
-    (wheels / "alpha-1.0-py3-none-any.whl").write_bytes(os.urandom(9000))
-    (wheels / "beta_lib-2.1-cp312-cp312-manylinux_2_34_x86_64.whl").write_bytes(os.urandom(5000))
-    model = root / "weights" / "tiny.en"
-    model.mkdir(parents=True)
-    (model / "model.safetensors").write_bytes(os.urandom(7000))
-    (model / "dims.json").write_text('{"n_mels": 80}\n')
-    (root / "weights" / "base.en").mkdir()
-    (root / "weights" / "base.en" / "model.safetensors").write_bytes(b"not carried")
-    data = root / "data"
-    data.mkdir()
-    (data / "clip.wav").write_bytes(os.urandom(3000))
-    (data / "manifest.csv").write_text("file,text\nclip.wav,hello\n")
-    (data / "__pycache__").mkdir()
-    (data / "__pycache__" / "junk.pyc").write_bytes(b"junk")
-    return wheels
-
-
-def pack(root: Path, *extra: str) -> tuple[Path, dict]:
-    """Run `pack` on the fake project; return the parts folder and the manifest."""
-    out = root / ".stage" / "bundle"
-    code = tool.main([
-        "pack", "--root", str(root), "--wheels", str(root / ".stage" / "wheels"),
-        "--include", "weights/tiny.en", "--include", "data", "--out", str(out),
-        "--part-size", str(PART_SIZE), *extra,
-    ])  # fmt: skip
-    assert code == 0
-    return out, json.loads((out / "maxwhisper-offline.manifest.json").read_text())
-
-
 @pytest.fixture
 def packed(tmp_path: Path) -> tuple[Path, Path, dict]:
     root = tmp_path / "project"
@@ -81,70 +45,13 @@ def packed(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 
 def run_failing(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) -> str:
-    """Run a command that must fail with ``code``; return its error output."""
+    """Run a host command that must fail with ``code``; return its error output."""
     capsys.readouterr()
     assert tool.main(argv) == code
     return capsys.readouterr().err
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {
-        path.relative_to(folder).as_posix(): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
-# --------------------------------------------------------------------------- defaults, options
-
-
-def test_default_requirements_hold_the_max_stack_and_references() -> None:
-    names = {
-        tool.normalize_name(line.split("=")[0].split("[")[0]) for line in tool.DEFAULT_REQUIREMENTS
-    }
-    max_stack = {"max", "max-core", "max-mojo-libs", "max-shmem-libs", "mojo-compiler",
-                 "mojo-compiler-mojo-libs", "msgspec", "taskgroup", "exceptiongroup"}  # fmt: skip
-    assert max_stack <= names
-    assert {"openai-whisper", "faster-whisper", "tiktoken", "safetensors", "jiwer"} <= names
-
-
-def test_default_max_pin_matches_pyproject() -> None:
-    pyproject = (SCRIPT.parent.parent / "pyproject.toml").read_text()
-    project_pin = re.search(r'"(max==[^"]+)"', pyproject)
-    assert project_pin is not None
-    assert project_pin.group(1) in tool.DEFAULT_REQUIREMENTS
-
-
-def test_default_excludes_leave_torch_stack_to_host_but_carry_max() -> None:
-    requirement_class, _ = tool._packaging()
-    policy = tool.ExclusionPolicy(tool.DEFAULT_EXCLUDES, {})
-    for name in ("torch", "triton", "nvidia-cublas", "nvidia_cudnn_cu13", "numpy"):
-        assert policy.reason(requirement_class(name)) is not None, name
-    for name in ("max", "max-core", "ctranslate2", "openai-whisper"):
-        assert policy.reason(requirement_class(name)) is None, name
-
-
-def test_platform_tags_reach_manylinux_2_34_for_max_and_keep_legacy_aliases() -> None:
-    tags = tool.platform_tags("2.35")
-    assert tags[0] == "manylinux_2_35_x86_64"
-    assert "manylinux_2_34_x86_64" in tags and "manylinux_2_17_x86_64" in tags
-    assert {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"} <= set(tags)
-    assert "manylinux_2_36_x86_64" not in tags
-    assert tool.platform_tags("2.28", "aarch64")[0] == "manylinux_2_28_aarch64"
-    with pytest.raises(tool.BundleError):
-        tool.platform_tags("235")
-
-
-def test_target_options_name_python_version_and_every_platform() -> None:
-    options = tool.pip_target_options("3.12", ["manylinux_2_34_x86_64", "manylinux1_x86_64"])
-    assert options[:5] == [
-        "--only-binary=:all:",
-        "--python-version",
-        "3.12",
-        "--implementation",
-        "cp",
-    ]
-    assert options.count("--platform") == 2
+# --------------------------------------------------------------------------- shared basics
 
 
 @pytest.mark.parametrize(
@@ -161,193 +68,7 @@ def test_parse_size_rejects_nonsense(text: str) -> None:
         tool.parse_size(text)
 
 
-def test_host_package_list_reads_pip_freeze() -> None:
-    lines = ["# comment", "Torch==2.11.0", "numpy==2.5.2", "bare_name", "pkg @ file:///x.whl", ""]
-    assert tool.read_host_packages(lines) == {
-        "torch": "2.11.0", "numpy": "2.5.2", "bare-name": None, "pkg": None,
-    }  # fmt: skip
-
-
-# --------------------------------------------------------------------------- dependency walk
-
-
-def report_item(name: str, version: str, requires: list[str], sha: str | None = None) -> dict:
-    archive_info = {"hashes": {"sha256": sha}} if sha else {}
-    return {
-        "metadata": {"name": name, "version": version, "requires_dist": requires},
-        "download_info": {"url": f"https://files.example/{name}-{version}.whl",
-                          "archive_info": archive_info},
-    }  # fmt: skip
-
-
-SYNTHETIC_REPORT = {
-    "install": [
-        report_item("app", "1.0", ["torch>=2", "Lib_Core>=2", "plugin[fancy]"], "a" * 64),
-        report_item("torch", "2.9", ["nvidia-cublas", "sympy"], "b" * 64),
-        report_item("nvidia-cublas", "13", [], "c" * 64),
-        report_item("sympy", "1.14", ["mpmath"], "d" * 64),
-        report_item("mpmath", "1.3", [], "e" * 64),
-        report_item(
-            "lib-core", "2.5",
-            ['backport; python_version < "3.12"', 'newdep; python_version >= "3.12"',
-             'testonly; extra == "test"'],
-            "f" * 64,
-        ),
-        report_item("backport", "1.0", [], "1" * 64),
-        report_item("plugin", "0.3", ['fancydep; extra == "fancy"'], "2" * 64),
-        report_item("fancydep", "0.1", [], "3" * 64),
-        report_item("testonly", "9", [], "4" * 64),
-    ]
-}  # fmt: skip
-
-
-def select(python_version: str, host: dict[str, str | None] | None = None):
-    environment = tool.target_environment(python_version, ["manylinux_2_34_x86_64"])
-    policy = tool.ExclusionPolicy(tool.DEFAULT_EXCLUDES, host or {})
-    return tool.select_packages(SYNTHETIC_REPORT, ["app"], policy, environment)
-
-
-def test_walk_drops_excluded_packages_and_what_only_they_need() -> None:
-    selection = select("3.12")
-    assert set(selection.carried) == {"app", "lib-core", "plugin", "fancydep"}
-    assert set(selection.excluded) == {"torch"}
-    assert selection.excluded["torch"]["required_by"] == ["app 1.0"]
-
-
-def test_walk_uses_the_target_python_for_markers() -> None:
-    on_312 = select("3.12")
-    assert "backport" not in on_312.carried
-    assert on_312.missing == {"newdep": "newdep"}  # pip resolved for 3.11: must be added
-    on_311 = select("3.11")
-    assert "backport" in on_311.carried and not on_311.missing
-
-
-def test_walk_carries_a_host_package_when_the_host_version_is_too_old() -> None:
-    selection = select("3.12", host={"lib-core": "1.0", "plugin": None})
-    assert "lib-core" in selection.carried
-    assert any("lib-core: host has 1.0" in note for note in selection.host_too_old)
-    assert set(selection.excluded) == {"plugin", "torch"}
-    assert "fancydep" not in selection.carried  # only the host's plugin needed it
-
-
-def test_hashed_requirements_pin_each_file_or_none() -> None:
-    lines = tool.hashed_requirements(select("3.11"))
-    assert "app==1.0 --hash=sha256:" + "a" * 64 in lines
-    assert len(lines) == 5
-    selection = select("3.11")
-    selection.carried["app"]["item"] = report_item("app", "1.0", [])  # no hash for one file
-    assert all("--hash" not in line for line in tool.hashed_requirements(selection))
-
-
-def test_gather_downloads_only_selected_wheels_and_prunes_stale_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    dest = tmp_path / "wheels"
-    dest.mkdir()
-    (dest / "app-0.9-py3-none-any.whl").write_bytes(b"old version")
-    (dest / "leftover-1.0-py3-none-any.whl").write_bytes(b"stale")
-    with_newdep = {"install": [*SYNTHETIC_REPORT["install"], report_item("newdep", "4.0", [])]}
-    resolutions: list[list[str]] = []
-
-    def fake_resolve(requirements, target_options, built_dir, work_dir):
-        """pip here runs 3.11, so it resolves newdep (3.12 only) once it is asked for by name."""
-        resolutions.append(list(requirements))
-        assert "--python-version" in target_options
-        return (with_newdep if "newdep" in requirements else SYNTHETIC_REPORT), ""
-
-    def fake_run_tool(command, what):
-        assert "download" in command and "--no-deps" in command
-        pinned = Path(command[command.index("-r") + 1]).read_text().split()
-        for line in pinned:
-            if "==" in line:
-                name, version = line.split("==")
-                (dest / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"w")
-
-    monkeypatch.setattr(tool, "resolve", fake_resolve)
-    monkeypatch.setattr(tool, "run_tool", fake_run_tool)
-    code = tool.main(["gather", "--no-default-requirements", "--no-default-builds", "--no-project",
-                      "--dest", str(dest), "app"])  # fmt: skip
-    assert code == 0
-    assert resolutions == [["app"], ["app", "newdep"]]  # second round adds the 3.12-only need
-    names = sorted(path.name for path in dest.glob("*.whl"))
-    assert names == ["app-1.0-py3-none-any.whl", "fancydep-0.1-py3-none-any.whl",
-                     "lib_core-2.5-py3-none-any.whl", "newdep-4.0-py3-none-any.whl",
-                     "plugin-0.3-py3-none-any.whl"]  # fmt: skip
-    summary = json.loads((dest / "gather.json").read_text())
-    assert summary["python_version"] == "3.12" and summary["total_size"] == 5
-    assert "torch" in summary["left_to_host"]
-    output = capsys.readouterr().out
-    assert "removed stale wheel: app-0.9-py3-none-any.whl" in output
-    assert "left to host: torch" in output
-
-
-def test_wheel_set_helpers_find_duplicates_and_prune(tmp_path: Path) -> None:
-    for name in ("a-1.0-py3-none-any.whl", "A-2.0-py3-none-any.whl", "b_c-1-py3-none-any.whl"):
-        (tmp_path / name).write_bytes(b"x")
-    assert tool.duplicate_wheels(sorted(tmp_path.glob("*.whl"))) == {
-        "a": ["A-2.0-py3-none-any.whl", "a-1.0-py3-none-any.whl"]
-    }
-    removed = tool.prune_wheels(tmp_path, {"a": "1", "b-c": None})
-    assert removed == ["A-2.0-py3-none-any.whl"]  # 1.0 == 1, and any version of b-c stays
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "a-1.0-py3-none-any.whl",
-        "b_c-1-py3-none-any.whl",
-    ]
-    assert tool.prune_wheels(tmp_path, {}) == ["a-1.0-py3-none-any.whl", "b_c-1-py3-none-any.whl"]
-
-
-# --------------------------------------------------------------------------- pack
-
-
-def test_pack_cuts_parts_and_writes_a_complete_manifest(packed: tuple[Path, Path, dict]) -> None:
-    _, out, manifest = packed
-    parts = manifest["parts"]
-    assert len(parts) >= 5
-    assert [p["name"] for p in parts] == [
-        f"{BUNDLE_FILE}.part{i:03d}" for i in range(1, len(parts) + 1)
-    ]
-    assert [p["index"] for p in parts] == list(range(1, len(parts) + 1))
-    assert all(p["size"] == PART_SIZE for p in parts[:-1]) and 0 < parts[-1]["size"] <= PART_SIZE
-    whole = b""
-    for part in parts:
-        data = (out / part["name"]).read_bytes()
-        assert len(data) == part["size"] and sha256(data) == part["sha256"]
-        whole += data
-    assert manifest["size"] == len(whole) and manifest["sha256"] == sha256(whole)
-    assert manifest["format"] == tool.MANIFEST_FORMAT and manifest["bundle_file"] == BUNDLE_FILE
-    assert (
-        "install" in manifest["install_command"] and "--no-index" in manifest["pip_install_command"]
-    )
-    assert [w["file"] for w in manifest["wheels"]] == [
-        "alpha-1.0-py3-none-any.whl", "beta_lib-2.1-cp312-cp312-manylinux_2_34_x86_64.whl"
-    ]  # fmt: skip
-    assert manifest["paths"] == ["data", "offline_host.py", "weights"]
-    sums = (out / "maxwhisper-offline.SHA256SUMS").read_text().splitlines()
-    assert sums[0] == f"{parts[0]['sha256']}  {parts[0]['name']}" and len(sums) == len(parts)
-
-
-def test_pack_is_deterministic_and_removes_stale_parts(packed: tuple[Path, Path, dict]) -> None:
-    root, out, first = packed
-    (out / f"{BUNDLE_FILE}.part999").write_bytes(b"from an older, larger pack")
-    _, second = pack(root)
-    assert [p["sha256"] for p in second["parts"]] == [p["sha256"] for p in first["parts"]]
-    assert not (out / f"{BUNDLE_FILE}.part999").exists()
-
-
-def test_pack_refuses_two_versions_of_a_package(tmp_path: Path, capsys) -> None:
-    wheels = make_project(tmp_path)
-    (wheels / "alpha-1.1-py3-none-any.whl").write_bytes(b"second alpha")
-    error = run_failing(["pack", "--root", str(tmp_path), "--wheels", str(wheels),
-                         "--out", str(tmp_path / "out")], capsys)  # fmt: skip
-    assert "more than one version" in error and "alpha" in error
-
-
-def test_pack_reports_a_missing_include(tmp_path: Path, capsys) -> None:
-    make_project(tmp_path)
-    wheels = str(tmp_path / ".stage" / "wheels")
-    argv = ["pack", "--root", str(tmp_path), "--wheels", wheels, "--include", "weights/large-v3"]
-    error = run_failing([*argv, "--out", str(tmp_path / "out")], capsys, code=2)
-    assert "weights/large-v3" in error
+# --------------------------------------------------------------------------- host: join, verify, unpack
 
 
 def test_gzip_bundle_round_trips(tmp_path: Path) -> None:
@@ -361,9 +82,6 @@ def test_gzip_bundle_round_trips(tmp_path: Path) -> None:
         == 0
     )
     assert (tmp_path / "u" / "weights" / "tiny.en" / "dims.json").read_text() == '{"n_mels": 80}\n'
-
-
-# --------------------------------------------------------------------------- host: join, unpack
 
 
 def test_join_and_unpack_rebuild_the_packed_trees(packed, tmp_path: Path) -> None:
@@ -475,7 +193,7 @@ def test_unpack_refuses_paths_outside_the_destination(tmp_path: Path, capsys) ->
 
 def carry_parts(out: Path, manifest: dict, transfers: Path) -> list[Path]:
     """Each part in its own folder with the manifest, as one small transfer would bring it."""
-    assert tool.main(["carry", "all", "--parts", str(out), "--into", str(transfers)]) == 0
+    assert bundler.main(["carry", "all", "--parts", str(out), "--into", str(transfers)]) == 0
     carried = []
     for part in manifest["parts"]:
         folder = transfers / f"part{part['index']:03d}"
@@ -572,22 +290,6 @@ def test_append_refuses_a_file_it_did_not_start(packed, tmp_path: Path, capsys) 
     assert "was not built by append" in error
 
 
-def test_carry_stages_one_part_and_rejects_unknown_or_bad_ones(packed, tmp_path, capsys) -> None:
-    _, out, manifest = packed
-    staged = tmp_path / "carry"
-    assert tool.main(["carry", "2", "--parts", str(out), "--into", str(staged)]) == 0
-    assert [p.name for p in staged.iterdir()] == ["part002"]
-    assert (staged / "part002" / f"{BUNDLE_FILE}.part002").read_bytes() == (
-        out / f"{BUNDLE_FILE}.part002"
-    ).read_bytes()
-    for which in ("99", "0", "two"):
-        error = run_failing(["carry", which, "--parts", str(out), "--into", str(staged)], capsys, 2)
-        assert f"no part {which}: the bundle has parts 1..{len(manifest['parts'])}" in error
-    (out / f"{BUNDLE_FILE}.part003").write_bytes(b"damaged before it left")
-    error = run_failing(["carry", "all", "--parts", str(out), "--into", str(staged)], capsys)
-    assert f"part {BUNDLE_FILE}.part003: 22 bytes, the manifest says {PART_SIZE}" in error
-
-
 # --------------------------------------------------------------------------- host: install, check
 
 
@@ -666,10 +368,33 @@ def test_host_side_needs_only_the_standard_library_and_python_3_8() -> None:
         assert name not in source, f"{name} is newer than Python 3.8"
 
 
+def test_host_script_imports_only_the_standard_library_anywhere() -> None:
+    module = ast.parse(SCRIPT.read_text(), feature_version=(3, 8))
+    imported = set()
+    for node in ast.walk(module):  # top level and inside functions alike
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module, "no relative imports: the file travels alone"
+            imported.add(node.module.split(".")[0])
+    # `check` probes max itself (inside a try): the one import that is not the standard library
+    assert imported - {"__future__", "max"} <= sys.stdlib_module_names
+    assert {"importlib", "argparse", "tarfile"} <= imported
+
+
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as raised:
         tool.main([])
     assert raised.value.code == tool.EXIT_USAGE
     with pytest.raises(SystemExit) as raised:
-        tool.main(["pack", "--part-size", "lots"])
+        tool.main(["join"])
+    assert raised.value.code == tool.EXIT_USAGE
+
+
+def test_the_host_script_offers_only_the_host_commands() -> None:
+    parser = tool.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    assert sorted(commands.choices) == ["append", "check", "install", "join", "unpack", "verify"]
+    with pytest.raises(SystemExit) as raised:
+        tool.main(["pack", "--part-size", "lots"])  # packing is offline_bundle.py's
     assert raised.value.code == tool.EXIT_USAGE

@@ -138,6 +138,18 @@ def test_result_row_ok_and_error():
     assert parsed is None and line["text"] is None and line["error"] == "a.wav: empty"
 
 
+def test_a_corpus_already_done_starts_no_ray(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    store = ResultStore(tmp_path)
+    store.append({"id": "jfk", "status": "ok", "text": " hi"})
+    items = [CorpusItem("jfk", str(data_dir() / "jfk.flac"), "hi")]
+    summary = run_corpus(items, tmp_path, ModelSettings(), progress=False)
+    assert (summary.files, summary.skipped, summary.transcribed) == (1, 1, 0)
+    assert summary.wer == 0.0
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped"] == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # actor plan and options
 

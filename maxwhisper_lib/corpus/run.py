@@ -106,19 +106,21 @@ def run_corpus(
     done = store.done_ids()
     pending = [item for item in items if item.id not in done]
     start = time.perf_counter()
-    started_here = not ray.is_initialized()
+    written = errors = 0
+    audio_s = 0.0
+    if not pending:  # everything done already: no Ray to start
+        actors = actors or 1
+    started_here = bool(pending) and not ray.is_initialized()
     if started_here:
         ray.init(
             address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
         )
     try:
-        total = ray.cluster_resources()
-        actors, threads, resources = plan_actors(
-            settings, actors, threads, int(total.get("CPU", 0)), int(total.get("GPU", 0))
-        )
-        written = errors = 0
-        audio_s = 0.0
         if pending:
+            total = ray.cluster_resources()
+            actors, threads, resources = plan_actors(
+                settings, actors, threads, int(total.get("CPU", 0)), int(total.get("GPU", 0))
+            )
             rows = _dataset(pending, settings, actors, threads, resources, transcriber)
             bar = tqdm(total=len(pending), unit="file", disable=not progress, desc="corpus")
             seen: set[str] = set()

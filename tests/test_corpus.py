@@ -352,3 +352,20 @@ def test_help_lists_the_ray_and_transcription_options():
         "--beam_size",
     ):
         assert flag in done.stdout
+
+
+def test_read_audio_turns_any_failure_into_the_rows_error(tmp_path, monkeypatch):
+    from maxwhisper_lib.corpus import actors
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    row = actors.read_audio({"id": "empty", "path": str(tmp_path / "empty.wav"), "reference": ""})
+    assert "empty" in row["error"] and row["samples"].size == 0 and row["duration_s"] == 0
+    good = actors.read_audio({"id": "jfk", "path": str(data_dir() / "jfk.flac"), "reference": ""})
+    assert good["error"] == "" and good["duration_s"] == pytest.approx(11.0, abs=0.01)
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr("maxwhisper_lib.audio.load_audio", broken)
+    row = actors.read_audio({"id": "x", "path": "x.wav", "reference": ""})
+    assert row["error"] == "x.wav: MemoryError: no room"

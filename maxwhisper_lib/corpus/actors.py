@@ -28,6 +28,9 @@ def read_audio(row: dict[str, Any]) -> dict[str, Any]:
         error = ""
     except AudioError as failure:
         samples, error = np.zeros(0, np.float32), str(failure)
+    except Exception as failure:  # anything else a file can do to a decoder: its row, not the run
+        samples = np.zeros(0, np.float32)
+        error = f"{row['path']}: {type(failure).__name__}: {failure}"
     return {**row, "samples": samples, "error": error, "duration_s": len(samples) / SAMPLE_RATE}
 
 

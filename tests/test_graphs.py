@@ -95,3 +95,17 @@ def toy_graphs():
     """The CPU model's graphs on TOY_DIMS (built once: a few seconds) and its registry."""
     model = MaxWhisper(random_weights(), device="cpu")
     return list(model.graphs(Module()).values()), model.registry
+
+
+def test_graphs_build_for_a_deep_encoder_and_a_shallow_decoder():
+    """Depths differ in large-v3-turbo (32/4) and distil-whisper (32/2): every graph builds with
+    its own stack's depth and binds exactly the mapped weights."""
+    from dataclasses import replace
+
+    dims = replace(TOY_DIMS, n_audio_layer=3, n_text_layer=1)
+    model = MaxWhisper(random_weights(dims), device="cpu")
+    graphs = model.graphs(Module()).values()
+    check_registry(graphs, model.registry)
+    declared = declared_weights(graphs)
+    assert "encoder.blocks.2.mlp.fc2.bias" in declared
+    assert not any(name.startswith("decoder.blocks.1.") for name in declared)

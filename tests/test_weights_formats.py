@@ -251,3 +251,25 @@ def test_parameter_summary_of_tiny(tiny):
     summary = parameter_summary(tiny)
     assert summary["size"] == "tiny" and summary["published"] == 39_000_000
     assert abs(summary["relative_difference"]) < 0.1
+
+
+def test_distil_layout_deep_encoder_shallow_decoder_round_trips(tmp_path):
+    """distil-whisper's Hugging Face folders are openai/whisper's layout with fewer decoder
+    layers than encoder layers (distil-large-v3: 32 and 2) and 128 mel bins: read with the
+    depths its config.json gives, every tensor in place."""
+    from dataclasses import replace
+
+    from maxwhisper_lib.weights.synthetic import TOY_DIMS
+
+    dims = replace(TOY_DIMS, n_mels=128, n_vocab=51866, n_audio_layer=4, n_text_layer=1)
+    distil = random_weights(dims, seed=5, name="distil-toy")
+    folder = write_huggingface(distil, tmp_path / "distil")
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["encoder_layers"], config["decoder_layers"], config["num_mel_bins"]) == (
+        4,
+        1,
+        128,
+    )
+    back = read_weights(folder)
+    assert back.dims == dims
+    _assert_same(distil, back)

@@ -225,3 +225,29 @@ def plot_corpus_scaling(table: pd.DataFrame):
     axes[0].invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+def plot_sizes(table: pd.DataFrame):
+    """Encoder milliseconds per 30-s window and decoder milliseconds per step, MAX beside
+    openai-whisper, for each model size (log scale)."""
+    table = table.sort_values("parameters_m")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    panels = (("encoder", "ms per 30-s window"), ("step", "ms per decoder step (batch 1)"))
+    for ax, (part, label) in zip(axes, panels, strict=True):
+        for engine, colour in (
+            ("max", ENGINE_COLORS["max"]),
+            ("torch", ENGINE_COLORS["openai-whisper"]),
+        ):
+            ax.plot(
+                table["model"],
+                table[f"{engine}_{part}_ms"],
+                marker="o",
+                color=colour,
+                label="MAX" if engine == "max" else "openai-whisper (PyTorch)",
+            )
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig

@@ -74,19 +74,29 @@ def pack(root: Path, *extra: str) -> tuple[Path, dict]:
     return out, json.loads((out / "maxwhisper-offline.manifest.json").read_text())
 
 
-@pytest.fixture
-def packed(tmp_path: Path) -> tuple[Path, Path, dict]:
+def packed_bundle(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A project made under ``tmp_path`` and packed: (project root, parts folder, manifest)."""
     root = tmp_path / "project"
     make_project(root)
     out, manifest = pack(root)
     return root, out, manifest
 
 
-def run_failing(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) -> str:
-    """Run a command that must fail with ``code``; return its error output."""
+@pytest.fixture
+def packed(tmp_path: Path) -> tuple[Path, Path, dict]:
+    return packed_bundle(tmp_path)
+
+
+def failing(main, argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) -> str:
+    """Run ``main(argv)``, which must fail with ``code``; return its error output."""
     capsys.readouterr()
-    assert tool.main(argv) == code
+    assert main(argv) == code
     return capsys.readouterr().err
+
+
+def run_failing(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) -> str:
+    """A bundle command that must fail with ``code``; its error output."""
+    return failing(tool.main, argv, capsys, code)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

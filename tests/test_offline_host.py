@@ -18,7 +18,16 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from test_offline_bundle import BUNDLE_FILE, PART_SIZE, make_project, pack, sha256, tree
+from test_offline_bundle import (
+    BUNDLE_FILE,
+    PART_SIZE,
+    failing,
+    make_project,
+    pack,
+    packed_bundle,
+    sha256,
+    tree,
+)
 from test_offline_bundle import tool as bundler
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "offline_host.py"
@@ -38,17 +47,12 @@ tool = load_tool()
 
 @pytest.fixture
 def packed(tmp_path: Path) -> tuple[Path, Path, dict]:
-    root = tmp_path / "project"
-    make_project(root)
-    out, manifest = pack(root)
-    return root, out, manifest
+    return packed_bundle(tmp_path)
 
 
 def run_failing(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 1) -> str:
-    """Run a host command that must fail with ``code``; return its error output."""
-    capsys.readouterr()
-    assert tool.main(argv) == code
-    return capsys.readouterr().err
+    """A host command that must fail with ``code``; its error output."""
+    return failing(tool.main, argv, capsys, code)
 
 
 # --------------------------------------------------------------------------- shared basics

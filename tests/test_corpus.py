@@ -115,6 +115,9 @@ def test_store_writes_transcripts_under_the_id(tmp_path):
     written = ResultStore(tmp_path).write_outputs("spk1/a", result, ("txt", "srt"))
     assert written == [tmp_path / "spk1" / "a.txt", tmp_path / "spk1" / "a.srt"]
     assert (tmp_path / "spk1" / "a.txt").read_text() == "hi\n"
+    # an id with dots keeps them: talk.v2 and talk.v3 do not both become talk.txt
+    written = ResultStore(tmp_path).write_outputs("talk.v2", result, ("txt",))
+    assert written == [tmp_path / "talk.v2.txt"] and written[0].read_text() == "hi\n"
 
 
 def test_result_row_ok_and_error():

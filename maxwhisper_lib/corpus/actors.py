@@ -87,7 +87,8 @@ class Transcriber:
     def __init__(self, settings: ModelSettings, slots: Any = None, threads: int | None = None):
         import ray
 
-        self.cores = pin_to_cores(slots, threads) if slots is not None and threads else None
+        if slots is not None and threads:
+            pin_to_cores(slots, threads)
         from ..cli import load_backend, resolve_device
 
         device = resolve_device(settings.engine, settings.device, settings.dtype)
@@ -113,7 +114,6 @@ class Transcriber:
         return {
             "id": ids,
             "path": [str(p) for p in batch["path"]],
-            "reference": [str(r) for r in batch["reference"]],
             "status": ["ok" if i in results else "error" for i in range(len(ids))],
             "error": errors,
             "result_json": [

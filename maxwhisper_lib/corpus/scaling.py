@@ -14,11 +14,11 @@ import argparse
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
+from ..audio_constants import SAMPLE_RATE
 from ..manifest import load_manifest
 from .actors import ModelSettings
 from .inputs import CorpusItem
@@ -51,7 +51,7 @@ def loop_row(items: Sequence[CorpusItem], settings: ModelSettings) -> dict:
     audio_s = 0.0
     for item in items:
         samples = load_audio(item.path)
-        audio_s += len(samples) / 16_000
+        audio_s += len(samples) / SAMPLE_RATE
         transcribe(backend, samples, **settings.transcribe_kwargs)
     end = time.perf_counter()
     return {
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         transcribe_kwargs={"beam_size": None, "best_of": None},
     )
-    table = measure_scaling(corpus_items(args.copies), replace(settings))
+    table = measure_scaling(corpus_items(args.copies), settings)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.output:
         write_report(table, args.output)

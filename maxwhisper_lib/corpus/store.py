@@ -59,7 +59,10 @@ class ResultStore:
         """The transcript files of ``item_id`` (each written atomically)."""
         target = self.output_dir / item_id
         target.parent.mkdir(parents=True, exist_ok=True)
-        return write_result(result, target, target.parent, formats, writer_options)
+        # the writers name files after the audio's stem: give them one whose stem is the whole
+        # last part of the id, dots included ("talk.v2" -> talk.v2.txt, not talk.txt)
+        audio_name = target.with_name(f"{target.name}.audio")
+        return write_result(result, audio_name, target.parent, formats, writer_options)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one result line, durably, before the next one is written."""

@@ -25,16 +25,17 @@ PART_SIZE = 16384
 BUNDLE_FILE = "maxwhisper-offline.tar"
 
 
-def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("offline_bundle", SCRIPT)
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` loaded as the module ``name`` (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["offline_bundle"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-tool = load_tool()
+tool = load_script("offline_bundle")
 
 
 def sha256(data: bytes) -> str:

@@ -7,7 +7,6 @@ trips here also check what pack writes against what the host side expects.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import os
 import subprocess
@@ -15,13 +14,13 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from test_offline_bundle import (
     BUNDLE_FILE,
     PART_SIZE,
     failing,
+    load_script,
     make_project,
     pack,
     packed_bundle,
@@ -33,16 +32,7 @@ from test_offline_bundle import tool as bundler
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "offline_host.py"
 
 
-def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("offline_host", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["offline_host"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+tool = load_script("offline_host")
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def load_models(
     the next process a compile. ``stream``: where :func:`compile_progress` writes (stderr).
     """
     session = runtime.get_session(device_name)
-    path = store_dir() / f"{model_key(config, device_name)}.mef"
+    path = store_path(config, device_name)
     names_path = path.with_suffix(".json")
     if path.is_file() and names_path.is_file():
         start = time.perf_counter()
@@ -110,13 +110,34 @@ def load_models(
         else:
             log.info("read compiled %s from %s in %.2f s", label, path, time.perf_counter() - start)
             return result, True
+    compiled, names = compile_to_store(label, config, build, device_name, custom_extensions, stream)
+    models = session.init_all(compiled, weights_registry=dict(weights))
+    return {ours: models[graph] for ours, graph in names.items()}, False
+
+
+def compile_to_store(
+    label: str,
+    config: Mapping[str, object],
+    build: Callable[[Module], Mapping[str, str]],
+    device_name: str,
+    custom_extensions: Iterable[Path] = (),
+    stream=None,
+) -> tuple[engine.CompiledModel, dict[str, str]]:
+    """Compile the graphs ``build`` adds to a module and keep them in the store (no weights
+    bound, so it also works for a virtual GPU: :mod:`maxwhisper_lib.precompile`); the compiled
+    model and our graph names -> the module's."""
+    session = runtime.get_session(device_name)
     module = Module()
     names = dict(build(module))
     with compile_progress(label, stream):
         compiled = session.compile(module, custom_extensions=list(custom_extensions))
-    _export(compiled, path, names)
-    models = session.init_all(compiled, weights_registry=dict(weights))
-    return {ours: models[graph] for ours, graph in names.items()}, False
+    _export(compiled, store_path(config, device_name), names)
+    return compiled, names
+
+
+def store_path(config: Mapping[str, object], device_name: str) -> Path:
+    """The MEF file of the compiled model for ``config`` on ``device_name``."""
+    return store_dir() / f"{model_key(config, device_name)}.mef"
 
 
 def _export(compiled: engine.CompiledModel, path: Path, names: Mapping[str, str]) -> None:

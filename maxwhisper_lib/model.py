@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -234,6 +235,19 @@ class MaxWhisper:
             self.compile_seconds = dict.fromkeys(self._models, 0.0)
             self.compile_seconds["encoder"] = self.load_seconds  # the whole module, once
         return self._models[name]
+
+    def compile_only(self, stream=None) -> Path:
+        """Compile every graph of the model into the compiled-model store without binding the
+        weights (what :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF file."""
+        compiled.compile_to_store(
+            f"{self.name} ({self.device_name}, {self.dtype_name})",
+            self._config(),
+            self._build_graphs,
+            self.device_name,
+            KERNEL_EXTENSIONS if self.row_kernels else (),
+            stream,
+        )
+        return compiled.store_path(self._config(), self.device_name)
 
     def _config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see

@@ -228,26 +228,36 @@ def plot_corpus_scaling(table: pd.DataFrame):
 
 
 def plot_sizes(table: pd.DataFrame):
-    """Encoder milliseconds per 30-s window and decoder milliseconds per step, MAX beside
-    openai-whisper, for each model size (log scale)."""
+    """Encoder milliseconds per 30-s window and decoder milliseconds per step against parameter
+    count (log-log), MAX beside openai-whisper and, where measured, faster-whisper's CTranslate2;
+    each point of MAX's line named after its model."""
     table = table.sort_values("parameters_m")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = (("encoder", "ms per 30-s window"), ("step", "ms per decoder step (batch 1)"))
+    engines = (
+        ("max", "MAX", ENGINE_COLORS["max"]),
+        ("torch", "openai-whisper (PyTorch float32)", ENGINE_COLORS["openai-whisper"]),
+        ("ct2", "faster-whisper (CTranslate2 float32)", ENGINE_COLORS["faster-whisper-fp32"]),
+    )
     for ax, (part, label) in zip(axes, panels, strict=True):
-        for engine, colour in (
-            ("max", ENGINE_COLORS["max"]),
-            ("torch", ENGINE_COLORS["openai-whisper"]),
-        ):
-            ax.plot(
-                table["model"],
-                table[f"{engine}_{part}_ms"],
-                marker="o",
-                color=colour,
-                label="MAX" if engine == "max" else "openai-whisper (PyTorch)",
+        for engine, name, colour in engines:
+            column = f"{engine}_{part}_ms"
+            if column not in table or table[column].isna().all():
+                continue
+            ax.plot(table["parameters_m"], table[column], marker="o", color=colour, label=name)
+        for _, row in table.iterrows():
+            ax.annotate(
+                row["model"],
+                (row["parameters_m"], row[f"max_{part}_ms"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
             )
+        ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xlabel("parameters (millions)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

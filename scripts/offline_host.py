@@ -529,6 +529,8 @@ def command_check(args: argparse.Namespace) -> int:
     if not args.module:
         accelerators = max_accelerator_count()
         say(f"MAX accelerators: {accelerators if accelerators is not None else 'unknown'}")
+        if accelerators:
+            say(f"MAX accelerator architecture: {max_accelerator_architecture()}")
         if args.require_accelerator and not accelerators:
             failures.append("MAX accelerator")
     if failures:
@@ -546,6 +548,18 @@ def max_accelerator_count() -> int | None:
         say(f"cannot ask MAX for accelerators: {type(error).__name__}: {error}")
         return None
     return int(accelerator_count())
+
+
+def max_accelerator_architecture() -> str:
+    """The first accelerator's architecture as MAX names it (``sm_90a`` on an H100/H200): the
+    target to precompile for (``python -m maxwhisper_lib.precompile --target cuda:ARCH``)."""
+    try:
+        from max.driver import Accelerator
+
+        device = Accelerator()
+        return f"{device.api}:{device.architecture_name}"
+    except Exception as error:  # reported, not fatal: the count already said what matters
+        return f"unknown ({type(error).__name__}: {error})"
 
 
 # --------------------------------------------------------------------------- command line

@@ -169,6 +169,34 @@ def test_plots(result):
     assert all(fig.axes for fig in figures)
 
 
+@pytest.mark.slow
+def test_size_row_measures_three_engines_that_agree():
+    """One row of the size benchmark (tiny.en): MAX, PyTorch and CTranslate2 timed, the
+    CTranslate2 encoder on the folder the suite writes within 1e-4 of PyTorch, as MAX's is."""
+    from maxwhisper_lib.benchmark.sizes import measure_size
+
+    row = measure_size("tiny.en", steps=4, repeats=1, encoder_rounds=1)
+    for engine in ("max", "torch", "ct2"):
+        assert row[f"{engine}_encoder_ms"] > 0 and row[f"{engine}_step_ms"] > 0
+    assert row["max_encoder_alternating_ms"] > 0 and row["ct2_encoder_alternating_ms"] > 0
+    assert row["encoder_rel_error"] < 1e-4 and row["ct2_encoder_rel_error"] < 1e-4
+    assert row["logits_rel_error"] < 1e-4
+
+
+def test_size_plot_draws_the_engines_measured():
+    """The committed size report plots MAX, PyTorch and CTranslate2 against parameter count;
+    a table without CTranslate2's columns (older reports) plots the other two."""
+    from maxwhisper_lib import plots
+    from maxwhisper_lib.paths import reports_dir
+
+    table = pd.read_csv(reports_dir() / "cpu-2core-sizes" / "sizes.csv")
+    figure = plots.plot_sizes(table)
+    assert [len(ax.lines) for ax in figure.axes] == [3, 3]
+    assert figure.axes[0].get_xscale() == figure.axes[0].get_yscale() == "log"
+    older = table.drop(columns=[c for c in table if c.startswith("ct2_")])
+    assert [len(ax.lines) for ax in plots.plot_sizes(older).axes] == [2, 2]
+
+
 def test_word_error_rate_handmade():
     # case and punctuation are normalised away; "a" -> "the" is one substitution in six words
     assert bench.word_error_rate(

@@ -392,3 +392,22 @@ def test_the_host_script_offers_only_the_host_commands() -> None:
     with pytest.raises(SystemExit) as raised:
         tool.main(["pack", "--part-size", "lots"])  # packing is offline_bundle.py's
     assert raised.value.code == tool.EXIT_USAGE
+
+
+def test_check_names_the_accelerator_architecture_to_precompile_for():
+    """On a GPU host ``check`` names the GPU's architecture as MAX does (the precompiled
+    models' key); shown here with MAX's virtual H100/H200 (no GPU needed, nothing compiled)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from max import driver; "
+        "driver.set_virtual_device_api('cuda'); driver.set_virtual_device_target_arch('sm_90a'); "
+        "driver.set_virtual_device_count(1); import offline_host; "
+        "print(offline_host.max_accelerator_count(), offline_host.max_accelerator_architecture())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(SCRIPT.parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "cuda:sm_90a"]

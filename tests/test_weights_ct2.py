@@ -133,6 +133,58 @@ def test_canonical_round_trips_through_ct2_model_bin(tmp_path):
         np.testing.assert_array_equal(back.tensors[name], array, err_msg=name)
 
 
+def test_written_vocabulary_is_the_packaged_tiny_en_one(tiny_folder, tiny):
+    """Our ``vocabulary.txt`` spells every id as the packaged tiny.en's does, except the two
+    special tokens openai-whisper has since renamed (``<|iw|>`` -> ``<|he|>``, ``<|nocaptions|>``
+    -> ``<|nospeech|>``; CTranslate2 looks up either name)."""
+    from maxwhisper_lib.weights.ct2 import ct2_vocabulary
+
+    packaged = (tiny_folder.folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    ours = ct2_vocabulary(tiny.dims)
+    assert len(ours) == len(packaged) == 51864
+    differing = {(packaged[i], ours[i]) for i in range(len(ours)) if ours[i] != packaged[i]}
+    assert differing == {("<|iw|>", "<|he|>"), ("<|nocaptions|>", "<|nospeech|>")}
+
+
+def test_ctranslate2_runs_a_written_folder_like_openai_whisper(tmp_path):
+    """A folder from ``write_ct2_folder`` loads in CTranslate2 (faster-whisper's engine): its
+    encoder output and greedy tokens equal openai-whisper's PyTorch model on the same weights."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from maxwhisper_lib.reference import TorchBackend
+    from maxwhisper_lib.tokenizer import get_tokenizer
+    from maxwhisper_lib.weights.ct2 import write_ct2_folder
+
+    weights = random_weights(seed=5)
+    folder = write_ct2_folder(weights, tmp_path / "toy-ct2")
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "vocabulary.txt"]
+    model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32")
+    mel = np.random.default_rng(1).normal(-0.2, 0.4, size=(1, 80, 3000)).astype(np.float32)
+    encoded = model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True)
+    torch_model = TorchBackend(weights)
+    features = torch_model.embed_audio(mel)
+    np.testing.assert_allclose(np.array(encoded), features.numpy(), rtol=1e-4, atol=1e-5)
+
+    tokenizer = get_tokenizer(weights.dims)
+    prompt = list(tokenizer.sot_sequence_including_notimestamps)
+    result = model.generate(
+        encoded,
+        [prompt],
+        beam_size=1,
+        max_length=2 * (len(prompt) + 8),
+        suppress_blank=False,
+        suppress_tokens=[tokenizer.eot],
+    )
+    theirs = result[0].sequences_ids[0]
+    session = torch_model.start_decoding(features, np.zeros(1, dtype=np.int64))
+    logits, ours = session.logits(np.array([prompt])), []
+    for _ in range(len(theirs)):
+        row = logits[0, -1].copy()
+        row[tokenizer.eot] = -np.inf
+        ours.append(int(np.argmax(row)))
+        logits = session.logits(np.array([[ours[-1]]]))
+    assert len(theirs) >= 8 and theirs == ours
+
+
 def test_missing_encoder_positions_are_computed(tmp_path, toy_variables):
     from whisper.model import sinusoids
 

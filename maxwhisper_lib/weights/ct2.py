@@ -384,3 +384,42 @@ def write_ct2_model_bin(weights: WhisperWeights, path: str | Path) -> Path:
     """``weights`` as a CTranslate2 Whisper ``model.bin`` (no config or tokenizer files)."""
     variables, aliases = canonical_to_ct2(weights)
     return write_ct2_binary(path, variables, aliases, spec_name=WHISPER_SPEC)
+
+
+def _byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (the spelling of ``vocabulary.txt``)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    table = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in table:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def ct2_vocabulary(dims: ModelDimensions) -> list[str]:
+    """The ``vocabulary.txt`` lines of a model with ``dims``: every token id's bytes in GPT-2's
+    byte-level spelling, special tokens (``<|endoftext|>``, timestamps...) by name."""
+    from ..tokenizer import get_tokenizer
+
+    encoding = get_tokenizer(dims).encoding
+    if encoding.n_vocab != dims.n_vocab:
+        raise WeightsError(f"the tokenizer has {encoding.n_vocab} tokens, the dims {dims.n_vocab}")
+    alphabet = _byte_level_alphabet()
+    return [
+        "".join(alphabet[byte] for byte in encoding.decode_single_token_bytes(token))
+        for token in range(dims.n_vocab)
+    ]
+
+
+def write_ct2_folder(weights: WhisperWeights, folder: str | Path) -> Path:
+    """``weights`` as a CTranslate2 Whisper folder that ``ctranslate2.models.Whisper`` and
+    faster-whisper load: ``model.bin`` and ``vocabulary.txt`` (written atomically)."""
+    from .atomic import atomic_folder
+
+    vocabulary = ct2_vocabulary(weights.dims)
+    with atomic_folder(Path(folder), overwrite=True) as staging:
+        write_ct2_model_bin(weights, staging / MODEL_FILE)
+        (staging / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
+    return Path(folder)

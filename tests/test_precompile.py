@@ -1,0 +1,58 @@
+"""Ahead-of-time compiles for a GPU this machine does not have (MAX's virtual-device mode)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from maxwhisper_lib.precompile import main, parse_target
+
+
+def test_targets_are_api_and_architecture():
+    assert parse_target("cuda:sm_90a") == ("cuda", "sm_90a")
+    assert parse_target("hip:gfx942") == ("hip", "gfx942")
+    for bad in ("cuda", "sm_90a", "metal:apple-m1", "cuda:", ""):
+        with pytest.raises(ValueError, match="API:ARCHITECTURE"):
+            parse_target(bad)
+
+
+def test_bad_arguments_are_refused_before_any_compile(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--target", "tpu:v5"])
+    assert exit_info.value.code == 2
+    assert "expected API:ARCHITECTURE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dtypes", "int8"])
+    assert "choose from float32, float16, bfloat16" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_en_compiles_for_a_gpu_this_machine_does_not_have(tmp_path):
+    """tiny.en's float16 graphs compile for a virtual H100/H200 (a process of its own: the
+    virtual device must come first) into a store-layout folder a GPU host can read back."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maxwhisper_lib.precompile",
+            "--model",
+            "tiny.en",
+            "--dtypes",
+            "float16",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compiled for cuda:sm_90a" in result.stderr
+    files = sorted((tmp_path / "maxwhisper").iterdir())
+    assert [f.suffix for f in files] == [".json", ".mef"] and files[0].stem == files[1].stem
+    assert files[1].stat().st_size > 1_000_000
+    names = json.loads(files[0].read_text())
+    assert {"encoder", "cross_kv", "decoder_step", "log_mel_piece"} <= set(names)

@@ -4,6 +4,11 @@ Two engines implement these protocols: :class:`maxwhisper_lib.model.MaxWhisper` 
 product) and :class:`maxwhisper_lib.reference.TorchBackend` (openai-whisper's PyTorch module, the
 reference the tests compare against). Decoding, long-form transcription and word timestamps are
 written once against the protocols.
+
+One optional capability: a backend whose ``device_greedy`` is true has sessions with
+``greedy_step(tokens, mask, rules) -> (tokens, logprobs)``, and greedy decoding at temperature 0
+then chooses every token after the first on the device instead of copying the logits to the host
+(:mod:`maxwhisper_lib.graphs.selection`; MaxWhisper's default on a GPU).
 """
 
 from __future__ import annotations

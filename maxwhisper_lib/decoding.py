@@ -198,6 +198,48 @@ class LogitFilters:
         if self.timestamps:
             self._timestamp_rules(logits, sampled)
 
+    def masks(self, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed part of :meth:`apply` as additive float32 masks ``(n_vocab,)`` (0 or
+        ``-inf``), for the first sampled token and for the later ones; the rest is
+        :meth:`row_rules` (together: :func:`~maxwhisper_lib.graphs.selection`'s inputs)."""
+        first, later = np.zeros((2, 1, n_vocab), dtype=np.float32)
+        if self.blank is not None:
+            first[:, self.blank] = -np.inf
+        for mask in (first, later):
+            if self.suppress is not None:
+                mask[:, self.suppress] = -np.inf
+            if self.timestamps and self.no_timestamps is not None:
+                mask[:, self.no_timestamps] = -np.inf
+        if self.timestamps:
+            first[:, : self.timestamp_begin] = -np.inf
+            if self.max_initial_timestamp_index is not None:
+                first[:, self.timestamp_begin + self.max_initial_timestamp_index + 1 :] = -np.inf
+        return first[0], later[0]
+
+    def row_rules(self, tokens: np.ndarray) -> np.ndarray:
+        """What :meth:`apply` decides per sequence from ``tokens`` ``(batch, length)``, as the
+        integers of :data:`~maxwhisper_lib.graphs.selection.RULE_COLUMNS` ``(batch, 6)``."""
+        sampled = tokens[:, self.sample_begin :]
+        n, k = sampled.shape
+        rules = np.zeros((n, 6), dtype=np.int64)
+        rules[:, 4], rules[:, 5] = self.timestamp_begin, self.eot
+        if not self.timestamps:
+            return rules
+        rules[:, 3] = 1
+        if k == 0:
+            return rules
+        is_timestamp = sampled >= self.timestamp_begin
+        last = is_timestamp[:, -1]
+        penultimate = is_timestamp[:, -2] if k >= 2 else np.ones(n, dtype=bool)
+        rules[:, 0] = last & penultimate
+        open_pair = last & ~penultimate
+        rules[:, 1] = open_pair
+        has_timestamp = is_timestamp.any(axis=1)
+        last_index = k - 1 - np.argmax(is_timestamp[:, ::-1], axis=1)
+        last_value = sampled[np.arange(n), last_index]
+        rules[:, 2] = np.where(has_timestamp, np.where(open_pair, last_value, last_value + 1), 0)
+        return rules
+
     def _timestamp_rules(self, logits: np.ndarray, sampled: np.ndarray) -> None:
         begin = self.timestamp_begin
         if self.no_timestamps is not None:
@@ -254,6 +296,17 @@ class GreedyDecoder:
         next_tokens = logits.argmax(axis=-1) if self.temperature == 0 else self._sample(logits)
         top, total = _row_max_and_sum(logits, scratch)
         logprobs = (logits[rows, next_tokens] - top) - _log(total)
+        return self.take(tokens, next_tokens, logprobs, sum_logprobs)
+
+    def take(
+        self,
+        tokens: np.ndarray,
+        next_tokens: np.ndarray,
+        logprobs: np.ndarray,
+        sum_logprobs: np.ndarray,
+    ) -> tuple[np.ndarray, None, bool]:
+        """Add the chosen tokens' log-probabilities (of sequences still running) and keep ended
+        sequences at EOT; also what a step that chose on the device returns to."""
         ended = tokens[:, -1] == self.eot
         sum_logprobs += np.where(ended, np.float32(0), logprobs).astype(np.float32)
         next_tokens[ended] = self.eot
@@ -577,6 +630,12 @@ class DecodingTask:
             audio, np.repeat(np.array(rows, dtype=np.int64), self.n_group)
         )
         filters = self.logit_filters(sample_begin)
+        on_device = (
+            isinstance(self.decoder, GreedyDecoder)
+            and self.decoder.temperature == 0
+            and getattr(self.backend, "device_greedy", False)
+        )
+        later_mask = filters.masks(self.backend.dims.n_vocab)[1] if on_device else None
         sum_logprobs = np.zeros(n, dtype=np.float32)
         no_speech_probs = np.full(n, np.nan)
         scratch = np.empty((n, self.backend.dims.n_vocab), dtype=np.float32)
@@ -588,13 +647,23 @@ class DecodingTask:
                 if self.tokenizer.no_speech is not None:
                     no_speech_probs = softmax_at(out[:, 0], self.tokenizer.no_speech)
                 logits = np.array(out[:, 1], dtype=np.float32)
+            elif on_device:  # the logits stay on the device: only tokens come back
+                chosen, logprobs = session.greedy_step(
+                    tokens[:, length - 1 : length],
+                    later_mask,
+                    filters.row_rules(tokens[:, :length]),
+                )
+                next_tokens, sources, completed = self.decoder.take(
+                    tokens[:, :length], chosen, logprobs, sum_logprobs
+                )
             else:
                 out = session.logits(tokens[:, length - 1 : length])
                 logits = np.array(out[:, 0], dtype=np.float32)
-            filters.apply(logits, tokens[:, :length])
-            next_tokens, sources, completed = self.decoder.update(
-                tokens[:, :length], logits, sum_logprobs, scratch
-            )
+            if step == 0 or not on_device:
+                filters.apply(logits, tokens[:, :length])
+                next_tokens, sources, completed = self.decoder.update(
+                    tokens[:, :length], logits, sum_logprobs, scratch
+                )
             if sources is not None:
                 tokens[:, :length] = tokens[sources, :length]
                 session.reorder(sources)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ from .graphs.decoder import (
 from .graphs.encoder import build_encoder_graph
 from .graphs.kernels import KERNEL_EXTENSIONS
 from .graphs.mel import build_log_mel_piece_graph
+from .graphs.selection import build_greedy_select_graph
 from .mel import default_stft_dtype, mel_filters
 from .weight_mapping import map_weights, row_weight_dtype
 from .weights.canonical import WhisperWeights
@@ -115,6 +117,7 @@ class MaxDecoderSession:
             )
         ]
         self._length = 0
+        self._mask: tuple[np.ndarray, Buffer] | None = None  # greedy_step's mask, uploaded
 
     @property
     def batch_size(self) -> int:
@@ -124,7 +127,8 @@ class MaxDecoderSession:
     def length(self) -> int:
         return self._length
 
-    def logits(self, tokens: np.ndarray, positions: Sequence[int] = (-1,)) -> np.ndarray:
+    def _step(self, tokens: np.ndarray, positions: Sequence[int] = (-1,)) -> Buffer:
+        """Run the decoder step; its logits stay on the device."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         n_new = tokens.shape[1]
         if tokens.shape[0] != self.batch_size:
@@ -151,7 +155,24 @@ class MaxDecoderSession:
         )
         (out,) = self.model.run("decoder_step", *inputs.as_list())
         self._length += n_new
-        return runtime.host_float32(out)
+        return out
+
+    def logits(self, tokens: np.ndarray, positions: Sequence[int] = (-1,)) -> np.ndarray:
+        return runtime.host_float32(self._step(tokens, positions))
+
+    def greedy_step(
+        self, tokens: np.ndarray, mask: np.ndarray, rules: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Feed one token per sequence ``(batch, 1)`` and choose the next ones on the device:
+        the logits never leave it (:mod:`maxwhisper_lib.graphs.selection`). ``mask`` is one of
+        :meth:`~maxwhisper_lib.decoding.LogitFilters.masks` (uploaded once per array), ``rules``
+        :meth:`~maxwhisper_lib.decoding.LogitFilters.row_rules`. Returns the tokens ``(batch,)``
+        and their log-probabilities ``(batch,)``."""
+        if self._mask is None or self._mask[0] is not mask:
+            self._mask = (mask, self.model.to_device(np.ascontiguousarray(mask)))
+        out = self._step(tokens)
+        chosen, logprobs = self.model.greedy_select(out, self._mask[1], rules)
+        return chosen, logprobs
 
     def reorder(self, source_rows: np.ndarray) -> None:
         source = np.asarray(source_rows, dtype=np.int64)
@@ -177,6 +198,7 @@ class MaxWhisper:
         device: str = "auto",
         dtype: str = "float32",
         row_kernels: bool | None = None,
+        device_greedy: bool | None = None,
     ) -> None:
         self.device_name = runtime.resolve_device_name(device)
         self.dtype = runtime.resolve_dtype(dtype, self.device_name)
@@ -199,6 +221,11 @@ class MaxWhisper:
                 stacklevel=2,
             )
         self.row_kernels = row_kernels
+        self.device_greedy = self.device_name == "gpu" if device_greedy is None else device_greedy
+        """Greedy decoding chooses tokens on the device (:meth:`MaxDecoderSession.greedy_step`):
+        on by default on a GPU, where each step's logits would otherwise cross to the host."""
+        self._select: Model | None = None
+        self._vocab_ids: Buffer | None = None
         self.row_dtype = (
             DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
         )  # the decoder's weights on the device: the checkpoint's precision
@@ -224,30 +251,41 @@ class MaxWhisper:
         if not self._models:
             start = time.perf_counter()
             self._models, self.from_store = compiled.load_models(
-                f"{self.name} ({self.device_name}, {self.dtype_name})",
+                self._label(),
                 self._config(),
                 self._build_graphs,
                 self.device_name,
                 self.registry,
-                KERNEL_EXTENSIONS if self.row_kernels else (),
+                self._extensions(),
             )
             self.load_seconds = time.perf_counter() - start
             self.compile_seconds = dict.fromkeys(self._models, 0.0)
             self.compile_seconds["encoder"] = self.load_seconds  # the whole module, once
         return self._models[name]
 
-    def compile_only(self, stream=None) -> Path:
-        """Compile every graph of the model into the compiled-model store without binding the
-        weights (what :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF file."""
-        compiled.compile_to_store(
-            f"{self.name} ({self.device_name}, {self.dtype_name})",
-            self._config(),
-            self._build_graphs,
-            self.device_name,
-            KERNEL_EXTENSIONS if self.row_kernels else (),
-            stream,
-        )
-        return compiled.store_path(self._config(), self.device_name)
+    def compile_only(self, stream=None) -> list[Path]:
+        """Compile every graph of the model (and, with ``device_greedy``, the selection graph)
+        into the compiled-model store without binding weights (what
+        :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
+        units = [(self._label(), self._config(), self._build_graphs, self._extensions())]
+        if self.device_greedy:
+            units.append((self._label("greedy selection"), *self._select_unit()[:2], ()))
+        paths = []
+        for label, config, build, extensions in units:
+            compiled.compile_to_store(label, config, build, self.device_name, extensions, stream)
+            paths.append(compiled.store_path(config, self.device_name))
+        return paths
+
+    def _label(self, part: str = "") -> str:
+        return f"{self.name}{' ' + part if part else ''} ({self.device_name}, {self.dtype_name})"
+
+    def _extensions(self) -> Iterable[Path]:
+        return KERNEL_EXTENSIONS if self.row_kernels else ()
+
+    def _select_unit(self) -> tuple[dict[str, object], Callable[[Module], dict[str, str]]]:
+        """The selection graph's store config and builder."""
+        config = {"graph": "greedy_select", "n_vocab": self.dims.n_vocab, "dtype": self.dtype}
+        return config, partial(self._build_select_graph, self.dims.n_vocab, self.dtype)
 
     def _config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
@@ -367,6 +405,37 @@ class MaxWhisper:
             mel = self._activation_input(mel)
         (features,) = self.run("encoder", mel)
         return MaxAudioFeatures(features)
+
+    def greedy_select(
+        self, logits: Buffer, mask: Buffer, rules: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The next tokens and their log-probabilities from a decoder step's logits on the
+        device (:func:`~maxwhisper_lib.graphs.selection.build_greedy_select_graph`, compiled
+        on first use as a module of its own, so the model's graphs stay as they are)."""
+        if self._select is None:
+            config, build = self._select_unit()
+            models, _ = compiled.load_models(
+                self._label("greedy selection"), config, build, self.device_name, {}
+            )
+            self._select = models["greedy_select"]
+            self._vocab_ids = self.to_device(np.arange(self.dims.n_vocab, dtype=np.int64))
+        start = time.perf_counter()
+        chosen, logprobs = self._select.execute(
+            logits,
+            mask,
+            self.to_device(np.ascontiguousarray(rules, dtype=np.int64)),
+            self._vocab_ids,
+        )
+        host = chosen if chosen.is_host else chosen.to(runtime.get_device("cpu"))
+        tokens, scores = host.to_numpy().copy(), runtime.host_float32(logprobs).copy()
+        self._count("greedy_select", start)
+        return tokens, scores
+
+    def _build_select_graph(self, n_vocab: int, dtype: DType, module: Module) -> dict[str, str]:
+        graph = build_greedy_select_graph(
+            n_vocab, dtype, runtime.device_ref(self.device_name), module=module
+        )
+        return {"greedy_select": graph.name}
 
     def start_decoding(self, audio: MaxAudioFeatures, rows: np.ndarray) -> MaxDecoderSession:
         return MaxDecoderSession(self, audio, rows)

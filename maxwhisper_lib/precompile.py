@@ -67,8 +67,8 @@ def precompile(
     weights = load_weights(model)
     written = []
     for dtype in dtypes:
-        path = MaxWhisper(weights, device="gpu", dtype=dtype).compile_only(stream)
-        files = [path, path.with_suffix(".json")]
+        paths = MaxWhisper(weights, device="gpu", dtype=dtype).compile_only(stream)
+        files = [f for path in paths for f in (path, path.with_suffix(".json"))]
         if output is not None:
             (output / "maxwhisper").mkdir(parents=True, exist_ok=True)
             files = [Path(shutil.copy2(f, output / "maxwhisper" / f.name)) for f in files]

@@ -98,6 +98,30 @@ def test_greedy_transcript_is_token_identical_to_openai_whisper(
     assert len(transcript_tokens(ours)) >= 5
 
 
+@pytest.fixture(scope="module")
+def max_device_greedy(tiny_weights):
+    """tiny.en choosing its greedy tokens in the selection graph (the GPU default) on the CPU."""
+    from maxwhisper_lib.model import MaxWhisper
+
+    return MaxWhisper(tiny_weights, device="cpu", device_greedy=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip_id", CLIPS)
+def test_tokens_chosen_on_the_device_are_openai_whispers(
+    clip_id, max_device_greedy, max_greedy, audio_of
+):
+    """Greedy decoding with the logits kept on the device (filters, argmax and log-probability
+    in a graph) gives the same transcript as the host path, which is openai-whisper's."""
+    ours = transcribe(max_device_greedy, audio_of(clip_id), temperature=0.0)
+    assert max_device_greedy.run_seconds.get("greedy_select", 0) > 0
+    host = max_greedy(clip_id)
+    assert transcript_tokens(ours) == transcript_tokens(host)
+    assert _times(ours) == _times(host)
+    for mine, theirs in zip(ours["segments"], host["segments"], strict=True):
+        assert mine["avg_logprob"] == pytest.approx(theirs["avg_logprob"], abs=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # temperature fallback
 

@@ -1,0 +1,128 @@
+"""Greedy choice on the device: the selection graph against the host's logit filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maxwhisper_lib.decoding import LogitFilters
+from maxwhisper_lib.tokenizer import get_tokenizer
+from maxwhisper_lib.weights.synthetic import TOY_DIMS
+
+TOKENIZER = get_tokenizer(TOY_DIMS)
+BEGIN, EOT = TOKENIZER.timestamp_begin, TOKENIZER.eot
+SAMPLE_BEGIN = 3
+
+
+def _filters(timestamps: bool = True, **kwargs) -> LogitFilters:
+    options = {
+        "suppress_blank": True,
+        "suppress_tokens": [1, 2, 7, 50000],
+        "timestamps": timestamps,
+        "max_initial_timestamp_index": 50,
+    }
+    return LogitFilters(TOKENIZER, SAMPLE_BEGIN, **{**options, **kwargs})
+
+
+def _histories(rng: np.random.Generator, n: int, sampled: int) -> np.ndarray:
+    """Token histories that reach every timestamp state: none yet, a pair open, a pair just
+    closed, text after a pair, one timestamp (a pair open) ..."""
+    tokens = np.empty((n, SAMPLE_BEGIN + sampled), dtype=np.int64)
+    tokens[:, :SAMPLE_BEGIN] = TOKENIZER.sot
+    for row in range(n):
+        value = BEGIN
+        for j in range(sampled):
+            if rng.random() < 0.4:  # a timestamp, never decreasing
+                value += int(rng.integers(0, 40))
+                tokens[row, SAMPLE_BEGIN + j] = min(value, TOY_DIMS.n_vocab - 1)
+            else:
+                tokens[row, SAMPLE_BEGIN + j] = int(rng.integers(0, EOT))
+    return tokens
+
+
+def _logits(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random logits with timestamps sometimes heavy enough to win the mass rule."""
+    logits = rng.normal(0.0, 3.0, size=(n, TOY_DIMS.n_vocab)).astype(np.float32)
+    logits[: n // 3, BEGIN:] += 4.0
+    return logits
+
+
+def _host_choice(filters: LogitFilters, logits: np.ndarray, tokens: np.ndarray):
+    logits = logits.copy()
+    filters.apply(logits, tokens)
+    top = logits.max(axis=-1, keepdims=True)
+    # GreedyDecoder.update at temperature 0: the chosen (maximal) logit minus the logsumexp
+    return logits.argmax(axis=-1), -np.log(np.exp(logits - top).sum(axis=-1))
+
+
+def _numpy_graph(filters: LogitFilters, logits: np.ndarray, tokens: np.ndarray):
+    """The selection graph's arithmetic in NumPy, from ``masks`` and ``row_rules`` only."""
+    first, later = filters.masks(TOY_DIMS.n_vocab)
+    x = logits + (first if tokens.shape[1] == SAMPLE_BEGIN else later)
+    rules = filters.row_rules(tokens)
+    ids = np.arange(TOY_DIMS.n_vocab)[None]
+    is_ts, is_text = ids >= rules[:, 4:5], ids < rules[:, 5:6]
+    blocked = (rules[:, 0:1] > 0) & is_ts | (rules[:, 1:2] > 0) & is_text
+    x = np.where(blocked | is_ts & (ids < rules[:, 2:3]), -np.inf, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = np.where(is_ts, x, -np.inf)
+        top = np.nan_to_num(ts.max(-1, keepdims=True), neginf=0.0)
+        mass = np.log(np.exp(ts - top).sum(-1)) + top[:, 0]
+        text = np.where(is_ts, -np.inf, x).max(-1)
+        x = np.where(((rules[:, 3] > 0) & (mass > text))[:, None] & ~is_ts, -np.inf, x)
+        top = x.max(-1, keepdims=True)
+        return x.argmax(-1), (top - (np.log(np.exp(x - top).sum(-1, keepdims=True)) + top))[:, 0]
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+@pytest.mark.parametrize("sampled", [0, 1, 2, 5, 12])
+def test_masks_and_row_rules_reproduce_the_host_filters(timestamps, sampled):
+    rng = np.random.default_rng(sampled)
+    filters = _filters(timestamps)
+    tokens = _histories(rng, 64, sampled)
+    logits = _logits(rng, 64)
+    host_tokens, host_logprobs = _host_choice(filters, logits, tokens)
+    tokens_np, logprobs_np = _numpy_graph(filters, logits, tokens)
+    np.testing.assert_array_equal(tokens_np, host_tokens)
+    np.testing.assert_allclose(logprobs_np, host_logprobs, rtol=1e-6, atol=1e-6)
+
+
+def test_row_rules_name_each_timestamp_state():
+    filters = _filters()
+    rows = np.array(
+        [
+            [0, 0, 0, 11, 12],  # text only
+            [0, 0, 0, 11, BEGIN + 5],  # a pair opened at 5: text blocked, timestamps >= 5
+            [0, 0, 0, BEGIN + 5, BEGIN + 9],  # a pair closed at 9: timestamps blocked
+            [0, 0, 0, BEGIN + 9, 40],  # text after a timestamp: timestamps > 9
+        ]
+    )
+    rules = filters.row_rules(rows)
+    assert rules[:, :4].tolist() == [
+        [0, 0, 0, 1],
+        [0, 1, BEGIN + 5, 1],
+        [1, 0, BEGIN + 10, 1],
+        [0, 0, BEGIN + 10, 1],
+    ]
+    assert set(rules[:, 4]) == {BEGIN} and set(rules[:, 5]) == {EOT}
+    assert not _filters(timestamps=False).row_rules(rows)[:, :4].any()
+
+
+@pytest.mark.slow
+def test_selection_graph_chooses_as_the_host_does(max_tiny):
+    """The compiled graph (CPU) against ``LogitFilters.apply`` + argmax on random logits and
+    every timestamp state: the same tokens, log-probabilities within 1e-5."""
+    rng = np.random.default_rng(0)
+    for timestamps in (True, False):
+        filters = _filters(timestamps)
+        first, later = filters.masks(TOY_DIMS.n_vocab)
+        for sampled in (0, 1, 2, 7):
+            tokens = _histories(rng, 48, sampled)
+            logits = _logits(rng, 48)
+            mask = max_tiny.to_device(first if sampled == 0 else later)
+            chosen, logprobs = max_tiny.greedy_select(
+                max_tiny.to_device(logits[:, None]), mask, filters.row_rules(tokens)
+            )
+            host_tokens, host_logprobs = _host_choice(filters, logits, tokens)
+            np.testing.assert_array_equal(chosen, host_tokens)
+            np.testing.assert_allclose(logprobs, host_logprobs, rtol=1e-5, atol=1e-5)

@@ -230,8 +230,10 @@ def plot_corpus_scaling(table: pd.DataFrame):
 def plot_sizes(table: pd.DataFrame):
     """Encoder milliseconds per 30-s window and decoder milliseconds per step against parameter
     count (log-log), MAX beside openai-whisper and, where measured, faster-whisper's CTranslate2;
-    each point of MAX's line named after its model."""
+    the standard sizes (tiny ... large) joined by a line, variants (turbo, distil) as open
+    markers, each of MAX's points named after its model."""
     table = table.sort_values("parameters_m")
+    variant = table["model"].str.contains("turbo|distil")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = (("encoder", "ms per 30-s window"), ("step", "ms per decoder step (batch 1)"))
     engines = (
@@ -244,7 +246,16 @@ def plot_sizes(table: pd.DataFrame):
             column = f"{engine}_{part}_ms"
             if column not in table or table[column].isna().all():
                 continue
-            ax.plot(table["parameters_m"], table[column], marker="o", color=colour, label=name)
+            main, other = table[~variant], table[variant]
+            ax.plot(main["parameters_m"], main[column], marker="o", color=colour, label=name)
+            ax.plot(
+                other["parameters_m"],
+                other[column],
+                marker="o",
+                linestyle="none",
+                markerfacecolor="none",
+                color=colour,
+            )
         for _, row in table.iterrows():
             ax.annotate(
                 row["model"],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import whisper.tokenizer
 
-from maxwhisper_lib.checks import compare
+from maxwhisper_lib.architecture_checks import CHECKED, MAX_LAYERS, TOLERANCE, check_architecture
 from maxwhisper_lib.mel import log_mel_spectrogram_reference, pad_or_trim
 from maxwhisper_lib.tokenizer import get_tokenizer
 from maxwhisper_lib.weights.canonical import expected_shapes
@@ -26,13 +26,6 @@ from maxwhisper_lib.weights.catalog import (
     official_dims,
     size_name,
 )
-from maxwhisper_lib.weights.synthetic import random_weights
-
-TOLERANCE = 1e-4
-CHECKED = ["base", "small", "medium", "large-v3", "large-v3-turbo", "distil-large-v3"]
-MAX_LAYERS = {"distil-large-v3": 3}
-"""Blocks per stack in the checks (default 2); distil-large-v3 at 3 keeps 3 encoder blocks
-against its own 2 decoder blocks."""
 
 
 def architecture_id(name: str) -> str:
@@ -74,7 +67,7 @@ def test_tokenizer_of_a_51866_token_vocabulary_is_openai_whispers():
 
 
 @pytest.fixture(scope="module")
-def jfk_window(jfk_audio):
+def jfk_windows(jfk_audio):
     return {
         n_mels: pad_or_trim(log_mel_spectrogram_reference(jfk_audio, n_mels), 3000)[None]
         for n_mels in (80, 128)
@@ -83,31 +76,20 @@ def jfk_window(jfk_audio):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKED, ids=architecture_id)
-def test_encoder_and_decoder_match_openai_whisper(name, jfk_window):
+def test_encoder_and_decoder_match_openai_whisper(name, jfk_windows):
     """At the architecture's real width, heads, mel bins and vocabulary (2 blocks per stack, 3
-    and 2 for distil-large-v3): MAX's
-    encoder output and the decoder's logits, for a prompt and then one cached step, within
-    1e-4 of openai-whisper's PyTorch modules holding the same random weights."""
-    from maxwhisper_lib.model import MaxWhisper
-    from maxwhisper_lib.reference import TorchBackend
-
+    and 2 for distil-large-v3): MAX's encoder output and the decoder's logits, for a prompt and
+    then one cached step, within 1e-4 of openai-whisper's PyTorch modules holding the same
+    random weights."""
     dims = official_dims(name, max_layers=MAX_LAYERS.get(name, 2))
-    weights = random_weights(dims, seed=7, name=f"random-{name}")
     if name == "distil-large-v3":
         assert (dims.n_audio_layer, dims.n_text_layer) == (3, 2)
-    ours, theirs = MaxWhisper(weights, device="cpu"), TorchBackend(weights)
-    mel = jfk_window[dims.n_mels]
-    features, reference = ours.embed_audio(mel), theirs.embed_audio(mel)
-    _, relative = compare(features.numpy(), reference.numpy())
-    assert relative < TOLERANCE, f"encoder {relative:.2e}"
-
-    tokenizer = get_tokenizer(dims, language="en", task="transcribe")
-    prompt = np.array([[*tokenizer.sot_sequence, *tokenizer.encode(" And so my fellow")]])
-    rows = np.zeros(1, dtype=np.int64)
-    sessions = ours.start_decoding(features, rows), theirs.start_decoding(reference, rows)
-    positions = tuple(range(prompt.shape[1]))
-    for tokens, where in ((prompt, positions), (prompt[:, -1:], (-1,))):
-        a, b = (s.logits(tokens, positions=where) for s in sessions)
-        assert a.shape == (1, len(where), dims.n_vocab)
-        _, relative = compare(a, b)
-        assert relative < TOLERANCE, f"decoder {relative:.2e}"
+    result = check_architecture(name, jfk_windows[dims.n_mels])
+    assert result["encoder_rel_error"] < TOLERANCE, result
+    assert result["prompt_logits_rel_error"] < TOLERANCE, result
+    assert result["step_logits_rel_error"] < TOLERANCE, result
+    assert result["logits_shapes"] == [
+        (1, 7 if dims.is_multilingual else 5, dims.n_vocab),
+        (1, 1, dims.n_vocab),
+    ]
+    assert result["passed"]

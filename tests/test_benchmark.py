@@ -184,17 +184,20 @@ def test_size_row_measures_three_engines_that_agree():
 
 
 def test_size_plot_draws_the_engines_measured():
-    """The committed size report plots MAX, PyTorch and CTranslate2 against parameter count;
-    a table without CTranslate2's columns (older reports) plots the other two."""
+    """The committed size report plots MAX, PyTorch and CTranslate2 against parameter count
+    (per engine a line through the standard sizes and the variants' markers); a table without
+    CTranslate2's columns (older reports) plots the other two."""
     from maxwhisper_lib import plots
     from maxwhisper_lib.paths import reports_dir
 
     table = pd.read_csv(reports_dir() / "cpu-2core-sizes" / "sizes.csv")
     figure = plots.plot_sizes(table)
-    assert [len(ax.lines) for ax in figure.axes] == [3, 3]
+    assert [len(ax.lines) for ax in figure.axes] == [6, 6]
+    standard = figure.axes[0].lines[0]
+    assert len(standard.get_xdata()) == (~table["model"].str.contains("turbo|distil")).sum() == 5
     assert figure.axes[0].get_xscale() == figure.axes[0].get_yscale() == "log"
     older = table.drop(columns=[c for c in table if c.startswith("ct2_")])
-    assert [len(ax.lines) for ax in plots.plot_sizes(older).axes] == [2, 2]
+    assert [len(ax.lines) for ax in plots.plot_sizes(older).axes] == [4, 4]
 
 
 def test_word_error_rate_handmade():

@@ -20,6 +20,7 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, Module, TensorType, ops
 
 from maxwhisper_lib import runtime
+from maxwhisper_lib.benchmark.runs import alternating_medians
 from maxwhisper_lib.graphs.layers import attention_scores
 from maxwhisper_lib.model import MaxWhisper
 from maxwhisper_lib.weights import load_weights
@@ -29,13 +30,7 @@ def median_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str,
     """Each call once to warm up, then ``repeats`` rounds of every call in turn: medians, ms."""
     for call in calls.values():
         call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+    return {name: s * 1e3 for name, s in alternating_medians(calls, repeats).items()}
 
 
 def linear_shapes(model: MaxWhisper) -> list[tuple[int, int, int]]:

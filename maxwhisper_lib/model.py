@@ -269,23 +269,24 @@ class MaxWhisper:
         :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
         units = [(self._label(), self._config(), self._build_graphs, self._extensions())]
         if self.device_greedy:
-            units.append((self._label("greedy selection"), *self._select_unit()[:2], ()))
+            config, build = self._select_unit()
+            units.append((f"{self.name} greedy selection ({self.device_name})", config, build, ()))
         paths = []
         for label, config, build, extensions in units:
             compiled.compile_to_store(label, config, build, self.device_name, extensions, stream)
             paths.append(compiled.store_path(config, self.device_name))
         return paths
 
-    def _label(self, part: str = "") -> str:
-        return f"{self.name}{' ' + part if part else ''} ({self.device_name}, {self.dtype_name})"
+    def _label(self) -> str:
+        return f"{self.name} ({self.device_name}, {self.dtype_name})"
 
     def _extensions(self) -> Iterable[Path]:
         return KERNEL_EXTENSIONS if self.row_kernels else ()
 
     def _select_unit(self) -> tuple[dict[str, object], Callable[[Module], dict[str, str]]]:
-        """The selection graph's store config and builder."""
-        config = {"graph": "greedy_select", "n_vocab": self.dims.n_vocab, "dtype": self.dtype}
-        return config, partial(self._build_select_graph, self.dims.n_vocab, self.dtype)
+        """The selection graph's store config and builder (float32 logits at every dtype)."""
+        config = {"graph": "greedy_select", "n_vocab": self.dims.n_vocab}
+        return config, partial(self._build_select_graph, self.dims.n_vocab)
 
     def _config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
@@ -415,7 +416,11 @@ class MaxWhisper:
         if self._select is None:
             config, build = self._select_unit()
             models, _ = compiled.load_models(
-                self._label("greedy selection"), config, build, self.device_name, {}
+                f"{self.name} greedy selection ({self.device_name})",
+                config,
+                build,
+                self.device_name,
+                {},
             )
             self._select = models["greedy_select"]
             self._vocab_ids = self.to_device(np.arange(self.dims.n_vocab, dtype=np.int64))
@@ -431,10 +436,8 @@ class MaxWhisper:
         self._count("greedy_select", start)
         return tokens, scores
 
-    def _build_select_graph(self, n_vocab: int, dtype: DType, module: Module) -> dict[str, str]:
-        graph = build_greedy_select_graph(
-            n_vocab, dtype, runtime.device_ref(self.device_name), module=module
-        )
+    def _build_select_graph(self, n_vocab: int, module: Module) -> dict[str, str]:
+        graph = build_greedy_select_graph(n_vocab, runtime.device_ref(self.device_name), module)
         return {"greedy_select": graph.name}
 
     def start_decoding(self, audio: MaxAudioFeatures, rows: np.ndarray) -> MaxDecoderSession:

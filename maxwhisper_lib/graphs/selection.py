@@ -39,9 +39,10 @@ def _logsumexp(x: TensorValue) -> TensorValue:
 
 
 def build_greedy_select_graph(
-    n_vocab: int, logits_dtype: DType, device: DeviceRef, module: Module | None = None
+    n_vocab: int, device: DeviceRef, module: Module | None = None
 ) -> Graph:
-    """logits ``(batch, 1, n_vocab)`` (the decoder step's output), an additive float32 mask
+    """float32 logits ``(batch, 1, n_vocab)`` (the decoder step's output, float32 whatever the
+    model's dtype), an additive float32 mask
     ``(n_vocab,)``, rules ``(batch, 6)`` int64 (:data:`RULE_COLUMNS`) and the token ids
     ``0 .. n_vocab - 1`` ``(n_vocab,)`` int64 -> next tokens ``(batch,)`` int64 and their
     log-probabilities ``(batch,)`` float32.
@@ -50,14 +51,14 @@ def build_greedy_select_graph(
     fusion has dropped masks computed in a graph from ``ops.range`` (see ``layers.decoder_block``).
     """
     inputs = [
-        TensorType(logits_dtype, [BATCH, 1, n_vocab], device=device),
+        TensorType(DType.float32, [BATCH, 1, n_vocab], device=device),
         TensorType(DType.float32, [n_vocab], device=device),
         TensorType(DType.int64, [BATCH, len(RULE_COLUMNS)], device=device),
         TensorType(DType.int64, [n_vocab], device=device),
     ]
     with Graph("whisper_greedy_select", input_types=inputs, module=module) as graph:
         logits, mask, rules, ids = (value.tensor for value in graph.inputs)
-        x = ops.cast(ops.reshape(logits, [BATCH, n_vocab]), DType.float32) + mask
+        x = ops.reshape(logits, [BATCH, n_vocab]) + mask
         minus_inf = ops.constant(float("-inf"), DType.float32, device=device)
         ids = ops.reshape(ids, [1, n_vocab])
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import compare
+from .checks import clip_window, compare
 
 CHECKED = ("base", "small", "medium", "large-v3", "large-v3-turbo", "distil-large-v3")
 """The architectures checked by default (tiny.en and base run at full depth elsewhere)."""
@@ -28,16 +28,6 @@ MAX_LAYERS = {"distil-large-v3": 3}
 """Blocks per stack (default 2); distil-large-v3 at 3 keeps 3 encoder blocks against its own
 2 decoder blocks, stacks of different depths as in the real checkpoint."""
 TOLERANCE = 1e-4
-
-
-def jfk_window(n_mels: int) -> np.ndarray:
-    """The jfk clip's log-mel window ``(1, n_mels, 3000)`` (openai-whisper's front end)."""
-    from .audio import load_audio
-    from .manifest import clip
-    from .mel import log_mel_spectrogram_reference, pad_or_trim
-
-    audio = load_audio(clip("jfk").path)
-    return pad_or_trim(log_mel_spectrogram_reference(audio, n_mels), 3000)[None]
 
 
 def check_architecture(name: str, mel: np.ndarray | None = None, seed: int = 7) -> dict:
@@ -54,7 +44,7 @@ def check_architecture(name: str, mel: np.ndarray | None = None, seed: int = 7) 
     weights = random_weights(dims, seed=seed, name=f"random-{name}")
     start = time.perf_counter()
     ours, theirs = MaxWhisper(weights, device="cpu"), TorchBackend(weights)
-    mel = jfk_window(dims.n_mels) if mel is None else mel
+    mel = clip_window("jfk", dims.n_mels)[None] if mel is None else mel
     features, reference = ours.embed_audio(mel), theirs.embed_audio(mel)
     _, encoder_error = compare(features.numpy(), reference.numpy())
     tokenizer = get_tokenizer(dims, language="en", task="transcribe")

@@ -533,23 +533,32 @@ class KernelChecks:
         return self.results
 
 
+def clip_window(clip_id: str, n_mels: int) -> np.ndarray:
+    """A manifest clip's first 30-s log-mel window ``(n_mels, 3000)`` float32, by
+    openai-whisper's front end."""
+    from .audio import load_audio
+    from .manifest import clip
+    from .mel import log_mel_spectrogram_reference, pad_or_trim
+
+    audio = load_audio(clip(clip_id).path)
+    return pad_or_trim(log_mel_spectrogram_reference(audio, n_mels)).astype(np.float32)
+
+
 def real_inputs(weights: WhisperWeights, clip_id: str = "jfk", min_steps: int = 24):
     """A clip's 30 s log-mel window ``(n_mels, 3000)`` and a real prompt: the start-of-transcript
     tokens followed by the clip's reference text (at least ``min_steps`` tokens after the first
     three, so the cached-decoding check runs that many steps)."""
-    from .audio import load_audio
     from .manifest import clip
-    from .mel import log_mel_spectrogram_reference, pad_or_trim
     from .tokenizer import get_tokenizer
 
     item = clip(clip_id)
-    mel = pad_or_trim(log_mel_spectrogram_reference(load_audio(item.path), weights.dims.n_mels))
+    mel = clip_window(clip_id, weights.dims.n_mels)
     tokenizer = get_tokenizer(weights.dims, language="en", task="transcribe")
     tokens = list(tokenizer.sot_sequence_including_notimestamps)
     tokens += tokenizer.encode(" " + item.reference.strip())
     if len(tokens) < 3 + min_steps:
         raise ValueError(f"clip {clip_id!r}: reference too short for {min_steps} decoding steps")
-    return mel.astype(np.float32), np.array(tokens, dtype=np.int64)
+    return mel, np.array(tokens, dtype=np.int64)
 
 
 def results_table(results: list[CheckResult]):

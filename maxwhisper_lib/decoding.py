@@ -191,35 +191,52 @@ class LogitFilters:
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         """Mask ``logits`` given every sequence's ``tokens`` so far ``(batch, length)``."""
         sampled = tokens[:, self.sample_begin :]
-        if self.blank is not None and sampled.shape[1] == 0:
-            logits[:, self.blank] = -np.inf
-        if self.suppress is not None:
-            logits[:, self.suppress] = -np.inf
+        self._suppress_fixed(logits, first=sampled.shape[1] == 0)
         if self.timestamps:
-            self._timestamp_rules(logits, sampled)
+            self._pair_rules(logits, self._sampled_rules(sampled))
+            # a timestamp whenever all timestamps together outweigh the likeliest text token
+            begin = self.timestamp_begin
+            timestamp_mass = _logsumexp(logits[:, begin:])
+            best_text = logits[:, :begin].max(axis=-1)
+            logits[timestamp_mass > best_text, :begin] = -np.inf
 
     def masks(self, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
-        """The fixed part of :meth:`apply` as additive float32 masks ``(n_vocab,)`` (0 or
-        ``-inf``), for the first sampled token and for the later ones; the rest is
-        :meth:`row_rules` (together: :func:`~maxwhisper_lib.graphs.selection`'s inputs)."""
+        """The part of :meth:`apply` that does not depend on the tokens so far, as additive
+        float32 masks ``(n_vocab,)`` (0 or ``-inf``) for the first sampled token and for the
+        later ones; the rest is :meth:`row_rules` (together: the inputs of
+        :mod:`~maxwhisper_lib.graphs.selection`)."""
         first, later = np.zeros((2, 1, n_vocab), dtype=np.float32)
-        if self.blank is not None:
-            first[:, self.blank] = -np.inf
-        for mask in (first, later):
-            if self.suppress is not None:
-                mask[:, self.suppress] = -np.inf
-            if self.timestamps and self.no_timestamps is not None:
-                mask[:, self.no_timestamps] = -np.inf
-        if self.timestamps:
-            first[:, : self.timestamp_begin] = -np.inf
-            if self.max_initial_timestamp_index is not None:
-                first[:, self.timestamp_begin + self.max_initial_timestamp_index + 1 :] = -np.inf
+        self._suppress_fixed(first, first=True)
+        self._suppress_fixed(later, first=False)
         return first[0], later[0]
 
     def row_rules(self, tokens: np.ndarray) -> np.ndarray:
         """What :meth:`apply` decides per sequence from ``tokens`` ``(batch, length)``, as the
         integers of :data:`~maxwhisper_lib.graphs.selection.RULE_COLUMNS` ``(batch, 6)``."""
-        sampled = tokens[:, self.sample_begin :]
+        return self._sampled_rules(tokens[:, self.sample_begin :])
+
+    def _suppress_fixed(self, logits: np.ndarray, first: bool) -> None:
+        """Blank (first token only), the suppressed tokens, ``<|notimestamps|>``, and for the
+        first token: a timestamp, at most ``max_initial_timestamp`` in."""
+        if first and self.blank is not None:
+            logits[:, self.blank] = -np.inf
+        if self.suppress is not None:
+            logits[:, self.suppress] = -np.inf
+        if not self.timestamps:
+            return
+        begin = self.timestamp_begin
+        if self.no_timestamps is not None:
+            logits[:, self.no_timestamps] = -np.inf
+        if first:
+            logits[:, :begin] = -np.inf
+            if self.max_initial_timestamp_index is not None:
+                logits[:, begin + self.max_initial_timestamp_index + 1 :] = -np.inf
+
+    def _sampled_rules(self, sampled: np.ndarray) -> np.ndarray:
+        """Timestamps come in pairs (except just before EOT) and never decrease: per sequence
+        of ``sampled`` tokens, whether a pair just closed (timestamps blocked), whether one is
+        open (text blocked), and the first timestamp still allowed (0: any), with the timestamp
+        rules' switch and the token ids they need (:data:`~maxwhisper_lib.graphs.selection.RULE_COLUMNS`)."""
         n, k = sampled.shape
         rules = np.zeros((n, 6), dtype=np.int64)
         rules[:, 4], rules[:, 5] = self.timestamp_begin, self.eot
@@ -237,40 +254,19 @@ class LogitFilters:
         has_timestamp = is_timestamp.any(axis=1)
         last_index = k - 1 - np.argmax(is_timestamp[:, ::-1], axis=1)
         last_value = sampled[np.arange(n), last_index]
+        # the last timestamp again only to close its pair; after a pair, a later one
         rules[:, 2] = np.where(has_timestamp, np.where(open_pair, last_value, last_value + 1), 0)
         return rules
 
-    def _timestamp_rules(self, logits: np.ndarray, sampled: np.ndarray) -> None:
+    def _pair_rules(self, logits: np.ndarray, rules: np.ndarray) -> None:
+        """Mask ``logits`` by the per-sequence rules of :meth:`_sampled_rules`."""
         begin = self.timestamp_begin
-        if self.no_timestamps is not None:
-            logits[:, self.no_timestamps] = -np.inf
-        n, k = sampled.shape
-        if k == 0:
-            # the first sampled token is a timestamp, at most max_initial_timestamp in
-            logits[:, :begin] = -np.inf
-            if self.max_initial_timestamp_index is not None:
-                logits[:, begin + self.max_initial_timestamp_index + 1 :] = -np.inf
-        else:
-            # timestamps come in pairs (except just before EOT) and never decrease
-            is_timestamp = sampled >= begin
-            last = is_timestamp[:, -1]
-            penultimate = is_timestamp[:, -2] if k >= 2 else np.ones(n, dtype=bool)
-            logits[last & penultimate, begin:] = -np.inf  # a pair just closed: text or EOT
-            open_pair = last & ~penultimate
-            logits[open_pair, : self.eot] = -np.inf  # a pair is open: timestamp or EOT
-            has_timestamp = is_timestamp.any(axis=1)
-            if has_timestamp.any():
-                last_index = k - 1 - np.argmax(is_timestamp[:, ::-1], axis=1)
-                last_value = sampled[np.arange(n), last_index]
-                # forbid timestamps before the last one (before the next one, after a pair)
-                first_allowed = np.where(open_pair, last_value, last_value + 1) - begin
-                first_allowed[~has_timestamp] = 0
-                span = np.arange(logits.shape[1] - begin)
-                logits[:, begin:][span < first_allowed[:, None]] = -np.inf
-        # a timestamp whenever all timestamps together outweigh the likeliest text token
-        timestamp_mass = _logsumexp(logits[:, begin:])
-        best_text = logits[:, :begin].max(axis=-1)
-        logits[timestamp_mass > best_text, :begin] = -np.inf
+        logits[rules[:, 0] > 0, begin:] = -np.inf  # a pair just closed: text or EOT
+        logits[rules[:, 1] > 0, : self.eot] = -np.inf  # a pair is open: timestamp or EOT
+        first_allowed = rules[:, 2] - begin
+        if (first_allowed > 0).any():  # forbid timestamps before the first allowed one
+            span = np.arange(logits.shape[1] - begin)
+            logits[:, begin:][span < first_allowed[:, None]] = -np.inf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,12 +638,7 @@ class DecodingTask:
         self.decoder.reset(n_audio)
         length = sample_begin
         for step in range(self.sample_len):
-            if step == 0:
-                out = session.logits(tokens[:, :length], positions=(sot_index, -1))
-                if self.tokenizer.no_speech is not None:
-                    no_speech_probs = softmax_at(out[:, 0], self.tokenizer.no_speech)
-                logits = np.array(out[:, 1], dtype=np.float32)
-            elif on_device:  # the logits stay on the device: only tokens come back
+            if on_device and step > 0:  # the logits stay on the device: only tokens come back
                 chosen, logprobs = session.greedy_step(
                     tokens[:, length - 1 : length],
                     later_mask,
@@ -657,9 +648,14 @@ class DecodingTask:
                     tokens[:, :length], chosen, logprobs, sum_logprobs
                 )
             else:
-                out = session.logits(tokens[:, length - 1 : length])
-                logits = np.array(out[:, 0], dtype=np.float32)
-            if step == 0 or not on_device:
+                if step == 0:
+                    out = session.logits(tokens[:, :length], positions=(sot_index, -1))
+                    if self.tokenizer.no_speech is not None:
+                        no_speech_probs = softmax_at(out[:, 0], self.tokenizer.no_speech)
+                    logits = np.array(out[:, 1], dtype=np.float32)
+                else:
+                    out = session.logits(tokens[:, length - 1 : length])
+                    logits = np.array(out[:, 0], dtype=np.float32)
                 filters.apply(logits, tokens[:, :length])
                 next_tokens, sources, completed = self.decoder.update(
                     tokens[:, :length], logits, sum_logprobs, scratch

@@ -269,8 +269,7 @@ class MaxWhisper:
         :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
         units = [(self._label(), self._config(), self._build_graphs, self._extensions())]
         if self.device_greedy:
-            config, build = self._select_unit()
-            units.append((f"{self.name} greedy selection ({self.device_name})", config, build, ()))
+            units.append((*self._select_unit(), ()))
         paths = []
         for label, config, build, extensions in units:
             compiled.compile_to_store(label, config, build, self.device_name, extensions, stream)
@@ -283,10 +282,12 @@ class MaxWhisper:
     def _extensions(self) -> Iterable[Path]:
         return KERNEL_EXTENSIONS if self.row_kernels else ()
 
-    def _select_unit(self) -> tuple[dict[str, object], Callable[[Module], dict[str, str]]]:
-        """The selection graph's store config and builder (float32 logits at every dtype)."""
+    def _select_unit(self) -> tuple[str, dict[str, object], Callable[[Module], dict[str, str]]]:
+        """The selection graph's label, store config and builder (float32 logits at every
+        dtype, so one per vocabulary and device)."""
         config = {"graph": "greedy_select", "n_vocab": self.dims.n_vocab}
-        return config, partial(self._build_select_graph, self.dims.n_vocab)
+        label = f"{self.name} greedy selection ({self.device_name})"
+        return label, config, partial(self._build_select_graph, self.dims.n_vocab)
 
     def _config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
@@ -414,14 +415,8 @@ class MaxWhisper:
         device (:func:`~maxwhisper_lib.graphs.selection.build_greedy_select_graph`, compiled
         on first use as a module of its own, so the model's graphs stay as they are)."""
         if self._select is None:
-            config, build = self._select_unit()
-            models, _ = compiled.load_models(
-                f"{self.name} greedy selection ({self.device_name})",
-                config,
-                build,
-                self.device_name,
-                {},
-            )
+            label, config, build = self._select_unit()
+            models, _ = compiled.load_models(label, config, build, self.device_name, {})
             self._select = models["greedy_select"]
             self._vocab_ids = self.to_device(np.arange(self.dims.n_vocab, dtype=np.int64))
         start = time.perf_counter()

@@ -66,8 +66,9 @@ def precompile(
 
     weights = load_weights(model)
     written = []
-    for dtype in dtypes:
-        paths = MaxWhisper(weights, device="gpu", dtype=dtype).compile_only(stream)
+    for i, dtype in enumerate(dtypes):  # the greedy selection graph serves every dtype: once
+        model_at = MaxWhisper(weights, device="gpu", dtype=dtype, device_greedy=i == 0)
+        paths = model_at.compile_only(stream)
         files = [f for path in paths for f in (path, path.with_suffix(".json"))]
         if output is not None:
             (output / "maxwhisper").mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import pytest
 import whisper.tokenizer
 
 from maxwhisper_lib.architecture_checks import CHECKED, MAX_LAYERS, TOLERANCE, check_architecture
-from maxwhisper_lib.mel import log_mel_spectrogram_reference, pad_or_trim
+from maxwhisper_lib.checks import clip_window
 from maxwhisper_lib.tokenizer import get_tokenizer
 from maxwhisper_lib.weights.canonical import expected_shapes
 from maxwhisper_lib.weights.catalog import (
@@ -67,11 +67,8 @@ def test_tokenizer_of_a_51866_token_vocabulary_is_openai_whispers():
 
 
 @pytest.fixture(scope="module")
-def jfk_windows(jfk_audio):
-    return {
-        n_mels: pad_or_trim(log_mel_spectrogram_reference(jfk_audio, n_mels), 3000)[None]
-        for n_mels in (80, 128)
-    }
+def jfk_windows():
+    return {n_mels: clip_window("jfk", n_mels)[None] for n_mels in (80, 128)}
 
 
 @pytest.mark.slow

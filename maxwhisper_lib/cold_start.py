@@ -2,9 +2,12 @@
 
 Each run is the ``maxwhisper`` command in its own process, ``MODULAR_CACHE_DIR`` pointed at a
 new folder for the cold run and at the same folder again for the warm runs, so nothing compiled
-before (by tests, notebooks, other models) is found. The wall time is the whole command: Python
-start-up, imports, weights, compilation or reading back the compiled model, decoding the audio
-and writing the transcript.
+before (by tests, notebooks, other models) is found. The cold run meets what a fresh machine
+has: the package's shipped portable build of the default model (:mod:`maxwhisper_lib.compiled`);
+``--compile_run`` adds a cold run with it turned off (``MAXWHISPER_PRECOMPILED=0``: every graph
+compiled on this machine, minutes). The wall time is the whole command: Python start-up,
+imports, weights, compilation or reading back the compiled model, decoding the audio and
+writing the transcript.
 
     python -m maxwhisper_lib.cold_start --output reports/cpu-2core-tiny.en-cold-start
 """
@@ -23,16 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import machine
+from .compiled import SHIPPED_SWITCH
 from .outputs import atomic_text_file
 
 DEFAULT_AUDIO = Path(__file__).resolve().parent.parent / "data" / "jfk.flac"
 COLD_TARGET_S = 60.0
 WARM_TARGET_S = 5.0
+COMPILED = "cold, compiled"
 
 
 @dataclass
 class Run:
-    """One ``maxwhisper`` process: which cache state it met, seconds, its transcript."""
+    """One ``maxwhisper`` process: which cache state it met (``cold``: empty, the shipped build
+    allowed; ``cold, compiled``: empty, everything compiled; ``warm``), seconds, its transcript."""
 
     cache: str
     seconds: float
@@ -57,7 +63,11 @@ class ColdStartResult:
 
     def verdicts(self) -> dict[str, str]:
         verdicts = {}
-        for cache, target in (("cold", COLD_TARGET_S), ("warm", WARM_TARGET_S)):
+        for cache, target in (
+            ("cold", COLD_TARGET_S),
+            ("warm", WARM_TARGET_S),
+            (COMPILED, COLD_TARGET_S),
+        ):
             seconds = self.seconds(cache)
             if seconds is not None:
                 met = "met" if seconds < target else "missed"
@@ -68,8 +78,10 @@ class ColdStartResult:
 def run_once(
     model: str, device: str, audio: Path, cache_dir: Path, output_dir: Path, cache: str
 ) -> Run:
-    """The CLI on ``audio`` with ``MODULAR_CACHE_DIR=cache_dir``, timed from process start."""
+    """The CLI on ``audio`` with ``MODULAR_CACHE_DIR=cache_dir``, timed from process start
+    (``cache`` ``cold, compiled``: with the shipped builds turned off)."""
     env = {**os.environ, "MODULAR_CACHE_DIR": str(cache_dir)}
+    env[SHIPPED_SWITCH] = "0" if cache == COMPILED else "1"
     command = [
         sys.executable, "-c", "from maxwhisper_lib.cli import main; raise SystemExit(main())",
         str(audio), "--model", model,
@@ -119,15 +131,19 @@ def measure(
     audio: Path = DEFAULT_AUDIO,
     warm_runs: int = 2,
     per_graph: bool = False,
+    compile_run: bool = False,
 ) -> ColdStartResult:
     """One cold run on a new cache folder, then ``warm_runs`` on the same folder; with
+    ``compile_run`` then a cold run on another new folder, compiling everything (minutes); with
     ``per_graph`` first each graph compiled alone (minutes each)."""
     result = ColdStartResult(model, device, str(audio), machine=machine.machine_info())
     if per_graph:
         result.graph_alone_seconds = graph_alone_seconds(model, device)
     with tempfile.TemporaryDirectory(prefix="maxwhisper-cold-") as scratch:
         cache_dir, output_dir = Path(scratch) / "cache", Path(scratch) / "out"
-        for cache in ["cold"] + ["warm"] * warm_runs:
+        for cache in ["cold"] + ["warm"] * warm_runs + [COMPILED] * compile_run:
+            if cache == COMPILED:
+                cache_dir = Path(scratch) / "cache-compiled"
             result.runs.append(run_once(model, device, audio, cache_dir, output_dir, cache))
             print(f"{cache}: {result.runs[-1].seconds:.1f} s", flush=True)
     return result
@@ -149,13 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO)
     parser.add_argument("--warm_runs", type=int, default=2)
     parser.add_argument("--per_graph", action="store_true", help="also each graph alone, cold")
+    parser.add_argument(
+        "--compile_run", action="store_true", help="also a cold run that compiles everything"
+    )
     parser.add_argument("--graph", help=argparse.SUPPRESS)  # one graph alone, in a subprocess
     parser.add_argument("--output", type=Path, default=None, help="folder for cold_start.json")
     args = parser.parse_args(argv)
     if args.graph:
         print(compile_alone(args.model, args.device, args.graph))
         return 0
-    result = measure(args.model, args.device, args.audio, args.warm_runs, args.per_graph)
+    result = measure(
+        args.model, args.device, args.audio, args.warm_runs, args.per_graph, args.compile_run
+    )
     for cache, verdict in result.verdicts().items():
         print(f"{cache}: {verdict}")
     if args.output is not None:

@@ -39,6 +39,11 @@ def cpu_model() -> str:
     return _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
 
 
+def cpu_architecture() -> str:
+    """The machine's architecture as Python names it (``x86_64``, ``aarch64``, ...)."""
+    return platform.machine()
+
+
 def usable_cores() -> int:
     """Cores this process may run on (affinity), which is what the engines' threads share."""
     try:

@@ -199,6 +199,7 @@ class MaxWhisper:
         dtype: str = "float32",
         row_kernels: bool | None = None,
         device_greedy: bool | None = None,
+        shipped_build: bool = True,
     ) -> None:
         self.device_name = runtime.resolve_device_name(device)
         self.dtype = runtime.resolve_dtype(dtype, self.device_name)
@@ -221,6 +222,9 @@ class MaxWhisper:
                 stacklevel=2,
             )
         self.row_kernels = row_kernels
+        self.shipped_build = shipped_build
+        """Whether the package's portable compiled build may stand in for a build for this
+        machine not compiled yet (:func:`maxwhisper_lib.compiled.shipped_model`)."""
         self.device_greedy = self.device_name == "gpu" if device_greedy is None else device_greedy
         """Greedy decoding chooses tokens on the device (:meth:`MaxDecoderSession.greedy_step`):
         on by default on a GPU, where each step's logits would otherwise cross to the host."""
@@ -252,11 +256,12 @@ class MaxWhisper:
             start = time.perf_counter()
             self._models, self.from_store = compiled.load_models(
                 self._label(),
-                self._config(),
+                self.compile_config(),
                 self._build_graphs,
                 self.device_name,
                 self.registry,
                 self._extensions(),
+                shipped=self.shipped_build,
             )
             self.load_seconds = time.perf_counter() - start
             self.compile_seconds = dict.fromkeys(self._models, 0.0)
@@ -267,7 +272,7 @@ class MaxWhisper:
         """Compile every graph of the model (and, with ``device_greedy``, the selection graph)
         into the compiled-model store without binding weights (what
         :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
-        units = [(self._label(), self._config(), self._build_graphs, self._extensions())]
+        units = [(self._label(), self.compile_config(), self._build_graphs, self._extensions())]
         if self.device_greedy:
             units.append((*self._select_unit(), ()))
         paths = []
@@ -289,7 +294,7 @@ class MaxWhisper:
         label = f"{self.name} greedy selection ({self.device_name})"
         return label, config, partial(self._build_select_graph, self.dims.n_vocab)
 
-    def _config(self) -> dict[str, object]:
+    def compile_config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
         :func:`maxwhisper_lib.compiled.model_key`)."""
         return {

@@ -1,6 +1,6 @@
-"""Compile a model's GPU graphs on a machine without the GPU, ahead of time.
+"""Compile a model's graphs ahead of time: for a GPU this machine lacks, or for a CPU target.
 
-MAX 26.7 can compile for an accelerator it does not see: in virtual-device mode
+**GPU.** MAX 26.7 can compile for an accelerator it does not see: in virtual-device mode
 (``max.driver.set_virtual_device_api`` / ``_target_arch`` / ``_count``, what ``max serve
 --target`` uses) an ``Accelerator()`` stands for a GPU of the given architecture, graphs compile
 for it and export as MEF files, and nothing runs. This module does that for MaxWhisper's graphs
@@ -11,15 +11,23 @@ own ``~/.cache/modular/maxwhisper/``) reads them back instead of compiling:
     python -m maxwhisper_lib.precompile --model tiny.en --target cuda:sm_90a \\
         --dtypes float32,float16 --output build/precompiled
 
-The store's key holds the GPU's architecture name, the MAX version and this package's graph
-sources, so a file is used only by a GPU of the same architecture running the same code.
-Virtual-device mode must start before the process opens any device: run this in a process of
-its own (the command does).
+**Portable CPU build** (``--target cpu:x86-64-v3``, ``make precompile-cpu``): the CPU graphs
+compiled for an LLVM CPU target instead of this machine (``max.driver.set_virtual_cpu_target``),
+written xz-compressed as ``<key>.mef.xz`` + ``<key>.json`` into ``--output`` (default: the
+package's ``precompiled/`` folder, which ships them: :mod:`maxwhisper_lib.compiled`).
+**Native CPU build** (``--target cpu``): compiled for this machine into its store, e.g. on an
+AVX-512 machine that would otherwise use the portable build.
+
+The store's key holds the device (GPU architecture or CPU target), the MAX version and this
+package's graph sources, so a file is used only where it fits and by the same code. Virtual
+modes must start before the process opens any device: run this in a process of its own (the
+command does).
 """
 
 from __future__ import annotations
 
 import argparse
+import lzma
 import shutil
 import sys
 import time
@@ -31,44 +39,61 @@ from .choices import FLOAT_DTYPES
 GPU_APIS = ("cuda", "hip")
 DEFAULT_TARGET = "cuda:sm_90a"
 """NVIDIA Hopper (H100, H200), the GPU this project's device machine lends."""
+SHIPPED_TARGET = "cpu:x86-64-v3"
+"""The CPU build the package ships (:data:`maxwhisper_lib.compiled.PORTABLE_CPU_TARGET`)."""
 
 
 def parse_target(target: str) -> tuple[str, str]:
-    """``"cuda:sm_90a"`` -> ``("cuda", "sm_90a")``; a clear ValueError otherwise."""
+    """``"cuda:sm_90a"`` -> ``("cuda", "sm_90a")``, ``"cpu:x86-64-v3"`` -> ``("cpu",
+    "x86-64-v3")``, ``"cpu"`` (this machine) -> ``("cpu", "")``; a clear ValueError otherwise."""
     api, _, arch = target.partition(":")
+    if api == "cpu" and arch != "native":
+        return api, arch
     if api not in GPU_APIS or not arch:
         raise ValueError(
             f"target {target!r}: expected API:ARCHITECTURE with API one of {', '.join(GPU_APIS)} "
-            "(e.g. cuda:sm_90a for H100/H200, cuda:sm_80 for A100, hip:gfx942 for MI300X)"
+            "(e.g. cuda:sm_90a for H100/H200, cuda:sm_80 for A100, hip:gfx942 for MI300X), "
+            "cpu:LLVM-CPU (e.g. cpu:x86-64-v3, portable) or cpu (this machine)"
         )
     return api, arch
 
 
-def enter_virtual_gpu(target: str) -> None:
-    """Make this process's one accelerator a virtual GPU of ``target`` (before any device is
-    opened: MAX fixes the devices at their first use)."""
+def enter_virtual_device(target: str) -> str:
+    """Make this process compile for ``target`` (before any device is opened: MAX fixes the
+    devices at their first use): a virtual GPU as its one accelerator, or a CPU target for
+    every CPU kernel (none for ``cpu``); the device name to build for, ``gpu`` or ``cpu``."""
     from max import driver
 
     api, arch = parse_target(target)
+    if api == "cpu":
+        if arch:
+            driver.set_virtual_cpu_target(arch)
+        return "cpu"
     driver.set_virtual_device_api(api)
     driver.set_virtual_device_target_arch(arch)
     driver.set_virtual_device_count(1)
+    return "gpu"
 
 
 def precompile(
     model: str, target: str, dtypes: Sequence[str], output: Path | None = None, stream=None
 ) -> list[Path]:
-    """Compile ``model``'s graphs for a virtual GPU ``target`` in each of ``dtypes`` into the
-    store (and copy the files into ``output/maxwhisper/`` when given); the files written."""
-    enter_virtual_gpu(target)
+    """Compile ``model``'s graphs for ``target`` in each of ``dtypes`` into the store and copy
+    the files into ``output/maxwhisper/`` when given (a CPU target: xz-compressed into
+    ``output/`` itself, the shipped layout); the files written."""
+    device = enter_virtual_device(target)
     from .model import MaxWhisper
     from .weights import load_weights
 
     weights = load_weights(model)
     written = []
     for i, dtype in enumerate(dtypes):  # the greedy selection graph serves every dtype: once
-        model_at = MaxWhisper(weights, device="gpu", dtype=dtype, device_greedy=i == 0)
+        greedy = device == "gpu" and i == 0
+        model_at = MaxWhisper(weights, device=device, dtype=dtype, device_greedy=greedy)
         paths = model_at.compile_only(stream)
+        if output is not None and device == "cpu":
+            written.extend(f for path in paths for f in ship(path, output))
+            continue
         files = [f for path in paths for f in (path, path.with_suffix(".json"))]
         if output is not None:
             (output / "maxwhisper").mkdir(parents=True, exist_ok=True)
@@ -77,23 +102,51 @@ def precompile(
     return written
 
 
+def ship(mef: Path, output: Path) -> list[Path]:
+    """``mef`` xz-compressed (24 MB -> under 1 MB for tiny.en) and its names file, into
+    ``output``: the layout of :data:`maxwhisper_lib.compiled.SHIPPED_DIR`."""
+    output.mkdir(parents=True, exist_ok=True)
+    packed = output / f"{mef.name}.xz"
+    with lzma.open(packed, "wb", preset=9) as out:
+        out.write(mef.read_bytes())
+    names = Path(shutil.copy2(mef.with_suffix(".json"), output / mef.with_suffix(".json").name))
+    return [packed, names]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny.en", help="a model name or weights path")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="API:ARCH, e.g. cuda:sm_90a")
-    parser.add_argument("--dtypes", default="float32,float16", help="comma-separated")
-    parser.add_argument("--output", type=Path, default=None, help="folder to copy the files to")
+    parser.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        help="API:ARCH (e.g. cuda:sm_90a), cpu:LLVM-CPU (e.g. cpu:x86-64-v3) or cpu (this machine)",
+    )
+    parser.add_argument("--dtypes", default=None, help="comma-separated (GPU: float32,float16)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder for the files (a CPU target: default the package's precompiled/ folder)",
+    )
     args = parser.parse_args(argv)
-    dtypes = [d for d in args.dtypes.split(",") if d]
-    unknown = [d for d in dtypes if d not in FLOAT_DTYPES]
     try:
-        parse_target(args.target)
-        if unknown or not dtypes:
-            raise ValueError(f"dtypes {unknown or dtypes}: choose from {', '.join(FLOAT_DTYPES)}")
+        api, arch = parse_target(args.target)
+        default_dtypes = "float32" if api == "cpu" else "float32,float16"
+        dtypes = [d for d in (args.dtypes or default_dtypes).split(",") if d]
+        unknown = [d for d in dtypes if d not in (*FLOAT_DTYPES, "int8")]
+        if unknown or not dtypes or ("int8" in dtypes and api != "cpu"):
+            raise ValueError(
+                f"dtypes {unknown or dtypes}: choose from {', '.join(FLOAT_DTYPES)} (int8: CPU only)"
+            )
     except ValueError as error:
         parser.error(str(error))
+    output = args.output
+    if output is None and api == "cpu" and arch:
+        from .compiled import SHIPPED_DIR
+
+        output = SHIPPED_DIR
     start = time.perf_counter()
-    for path in precompile(args.model, args.target, dtypes, args.output):
+    for path in precompile(args.model, args.target, dtypes, output):
         print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB")
     print(f"compiled for {args.target} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

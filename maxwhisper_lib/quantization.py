@@ -47,7 +47,6 @@ class Int8Linear:
         return self.quantized().astype(np.float32) * scale
 
 
-
 def packed_shapes(out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
     """Shapes of an ``(out, in)`` weight packed by :func:`quantize_linear`, by name suffix:
     ``""`` the int8 tiles, :data:`SCALE_SUFFIX` the float32 scales, :data:`SUM_SUFFIX` the
@@ -59,6 +58,7 @@ def packed_shapes(out_features: int, in_features: int) -> dict[str, tuple[int, .
         SCALE_SUFFIX: (padded,),
         SUM_SUFFIX: (padded,),
     }
+
 
 def quantize_linear(weight: np.ndarray) -> Int8Linear:
     """Quantize ``weight (out, in)`` (any float dtype) per output channel:

@@ -57,7 +57,13 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-NOTES = ("maxwhisper: loading ", "maxwhisper: compiling ", "maxwhisper: compiled ")
+NOTES = (
+    "maxwhisper: loading ",
+    "maxwhisper: compiling ",
+    "maxwhisper: compiled ",
+    "maxwhisper: using ",
+    "maxwhisper: this CPU has AVX-512",
+)
 """stderr lines that say what the command is doing (loading the model, a first compile)."""
 
 

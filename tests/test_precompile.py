@@ -14,7 +14,9 @@ from maxwhisper_lib.precompile import main, parse_target
 def test_targets_are_api_and_architecture():
     assert parse_target("cuda:sm_90a") == ("cuda", "sm_90a")
     assert parse_target("hip:gfx942") == ("hip", "gfx942")
-    for bad in ("cuda", "sm_90a", "metal:apple-m1", "cuda:", ""):
+    assert parse_target("cpu:x86-64-v3") == ("cpu", "x86-64-v3")  # portable CPU code
+    assert parse_target("cpu") == ("cpu", "")  # this machine
+    for bad in ("cuda", "sm_90a", "metal:apple-m1", "cuda:", "", "cpu:native"):
         with pytest.raises(ValueError, match="API:ARCHITECTURE"):
             parse_target(bad)
 
@@ -26,7 +28,7 @@ def test_bad_arguments_are_refused_before_any_compile(capsys):
     assert "expected API:ARCHITECTURE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--dtypes", "int8"])
-    assert "choose from float32, float16, bfloat16" in capsys.readouterr().err
+    assert "choose from float32, float16, bfloat16 (int8: CPU only)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import machine
+from .atomic import atomic_text_file
 from .compiled import SHIPPED_SWITCH
-from .outputs import atomic_text_file
 
 DEFAULT_AUDIO = Path(__file__).resolve().parent.parent / "data" / "jfk.flac"
 COLD_TARGET_S = 60.0

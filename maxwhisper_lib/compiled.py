@@ -41,6 +41,7 @@ from max.engine import Model
 from max.graph import Module
 
 from . import machine, runtime
+from .atomic import atomic_path, write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +136,15 @@ def shipped_model(
         return None
     try:
         with lzma.open(packed) as source:
-            _write_atomically(path, source.read())
-        _write_atomically(path.with_suffix(".json"), (SHIPPED_DIR / f"{key}.json").read_bytes())
+            write_bytes_atomically(path, source.read())
+        write_bytes_atomically(
+            path.with_suffix(".json"), (SHIPPED_DIR / f"{key}.json").read_bytes()
+        )
     except (OSError, lzma.LZMAError) as error:
         log.warning("cannot unpack the shipped compiled model %s (%s)", packed, error)
         return None
     _say_shipped(label, stream)
     return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def store_dir() -> Path:
@@ -248,16 +241,14 @@ def store_path(config: Mapping[str, object], device_name: str) -> Path:
 def _export(compiled: engine.CompiledModel, path: Path, names: Mapping[str, str]) -> None:
     """Write ``compiled`` to ``path`` and the graph names beside it, each atomically (the
     names last: a model is only found once both are complete)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        compiled.export_mef(str(temporary))
-        os.replace(temporary, path)
-        temporary.write_text(json.dumps(dict(names), indent=1))
-        os.replace(temporary, path.with_suffix(".json"))
+        with atomic_path(path) as temporary:
+            compiled.export_mef(str(temporary))
+        write_bytes_atomically(
+            path.with_suffix(".json"), json.dumps(dict(names), indent=1).encode()
+        )
     except (OSError, RuntimeError) as error:
         log.warning("cannot keep the compiled model in %s (%s)", path.parent, error)
-        temporary.unlink(missing_ok=True)
 
 
 @contextmanager

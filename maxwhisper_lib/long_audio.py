@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size,
     )
     args.output.mkdir(parents=True, exist_ok=True)
-    from .outputs import atomic_text_file
+    from .atomic import atomic_text_file
 
     with atomic_text_file(args.output / "long_audio.json") as out:
         json.dump(result.to_dict(), out, indent=2)

@@ -6,14 +6,13 @@ name only once complete, so a failure (or an interrupt) never leaves a half-writ
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_text_file
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 """Every output format, in the order ``all`` writes them."""
@@ -78,26 +77,9 @@ def write_result(
     return written
 
 
-@contextmanager
-def atomic_text_file(path: str | Path) -> Iterator[TextIO]:
-    """``with atomic_text_file(path) as file:`` a UTF-8 text file that appears at ``path`` only
-    when the block succeeds (a temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never clobber another file; mode 0o666 lets the umask decide, as open() does
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            yield file
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 __all__ = [
     "FORMATS",
     "WRITER_OPTIONS",
-    "atomic_text_file",
     "json_safe",
     "output_path",
     "parse_formats",

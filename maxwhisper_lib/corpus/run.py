@@ -18,8 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..atomic import atomic_text_file
 from ..errors import MaxWhisperError
-from ..outputs import atomic_text_file
 from ..scoring import word_error_rate
 from .actors import CpuSlots, ModelSettings, Transcriber, read_audio
 from .inputs import CorpusItem

@@ -416,7 +416,7 @@ def ct2_vocabulary(dims: ModelDimensions) -> list[str]:
 def write_ct2_folder(weights: WhisperWeights, folder: str | Path) -> Path:
     """``weights`` as a CTranslate2 Whisper folder that ``ctranslate2.models.Whisper`` and
     faster-whisper load: ``model.bin`` and ``vocabulary.txt`` (written atomically)."""
-    from .atomic import atomic_folder
+    from ..atomic import atomic_folder
 
     vocabulary = ct2_vocabulary(weights.dims)
     with atomic_folder(Path(folder), overwrite=True) as staging:

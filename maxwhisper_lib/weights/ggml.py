@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import WeightsError
 from .canonical import WhisperWeights
 
@@ -127,37 +128,31 @@ def write_ggml(weights: WhisperWeights, path: str | Path, kind: str = "f16") -> 
     if kind != "f16":
         file_type += QUANTIZATION_VERSION * QUANTIZATION_FACTOR
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with partial.open("wb") as out:
-            hparams = [
-                dims.n_vocab,
-                dims.n_audio_ctx,
-                dims.n_audio_state,
-                dims.n_audio_head,
-                dims.n_audio_layer,
-                dims.n_text_ctx,
-                dims.n_text_state,
-                dims.n_text_head,
-                dims.n_text_layer,
-                dims.n_mels,
-                file_type,
-            ]
-            out.write(struct.pack("<12i", MAGIC, *hparams))
-            filters = mel_filters(dims.n_mels)
-            out.write(struct.pack("<ii", *filters.shape))
-            out.write(filters.tobytes())
-            tokens = vocabulary(dims.n_vocab)
-            out.write(struct.pack("<i", len(tokens)))
-            for token in tokens:
-                out.write(struct.pack("<i", len(token)))
-                out.write(token)
-            for name, array in weights.tensors.items():
-                _write_tensor(out, name, np.asarray(array), kind)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as partial, partial.open("wb") as out:
+        hparams = [
+            dims.n_vocab,
+            dims.n_audio_ctx,
+            dims.n_audio_state,
+            dims.n_audio_head,
+            dims.n_audio_layer,
+            dims.n_text_ctx,
+            dims.n_text_state,
+            dims.n_text_head,
+            dims.n_text_layer,
+            dims.n_mels,
+            file_type,
+        ]
+        out.write(struct.pack("<12i", MAGIC, *hparams))
+        filters = mel_filters(dims.n_mels)
+        out.write(struct.pack("<ii", *filters.shape))
+        out.write(filters.tobytes())
+        tokens = vocabulary(dims.n_vocab)
+        out.write(struct.pack("<i", len(tokens)))
+        for token in tokens:
+            out.write(struct.pack("<i", len(token)))
+            out.write(token)
+        for name, array in weights.tensors.items():
+            _write_tensor(out, name, np.asarray(array), kind)
     return path
 
 

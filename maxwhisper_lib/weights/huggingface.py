@@ -16,9 +16,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from ..atomic import atomic_folder
 from ..dims import ModelDimensions
 from ..errors import WeightsError
-from .atomic import atomic_folder
 from .canonical import WhisperWeights
 from .catalog import guess_model_name
 from .store import tokenizer_info

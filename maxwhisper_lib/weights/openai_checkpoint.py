@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import gzip
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..dims import ModelDimensions
 from ..errors import WeightsError
 from .canonical import WhisperWeights
@@ -108,10 +108,6 @@ def write_openai_checkpoint(weights: WhisperWeights, path: str | Path) -> Path:
     }
     if weights.alignment_heads:
         checkpoint["alignment_heads"] = [list(h) for h in weights.alignment_heads]
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as partial:
         torch.save(checkpoint, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path

@@ -17,9 +17,9 @@ from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from .. import __version__ as package_version
+from ..atomic import atomic_folder
 from ..dims import ModelDimensions
 from ..errors import WeightsError
-from .atomic import atomic_folder
 from .canonical import WhisperWeights
 from .ct2 import Ct2Folder, copy_ct2_folder
 from .inspect import tensors_checksum

@@ -1,4 +1,12 @@
-"""Writing a whole folder atomically: build it in a hidden temporary folder beside, then rename."""
+"""Atomic writes: a file or a whole folder appears complete or not at all.
+
+Each is built under a hidden temporary name beside its destination (same file system) and
+renamed into place only when the writer succeeds; a failure removes the temporary and leaves
+the destination as it was. Every writer of the suite goes through here: transcripts and
+reports (:func:`atomic_text_file`), compiled models and converted checkpoints
+(:func:`atomic_path`, :func:`write_bytes_atomically`), extracted weight folders
+(:func:`atomic_folder`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,42 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 PARTIAL_MARK = ".partial-"
+
+
+def _hidden_sibling(target: Path, tag: str = "") -> Path:
+    return target.parent / f".{target.name}{PARTIAL_MARK}{os.getpid()}-{tag}{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """``with atomic_path(path) as temporary:`` write the file ``temporary`` (with any writer:
+    ``torch.save``, ``export_mef``, ``open``); it replaces ``path`` when the block succeeds.
+    The parent folder is created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _hidden_sibling(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_text_file(path: str | Path) -> Iterator[TextIO]:
+    """``with atomic_text_file(path) as file:`` a UTF-8 text file that appears at ``path`` only
+    when the block succeeds."""
+    with atomic_path(path) as temporary, open(temporary, "x", encoding="utf-8") as file:
+        yield file
+
+
+def write_bytes_atomically(path: str | Path, data: bytes) -> None:
+    """``path.write_bytes(data)``, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def remove_stale_partials(parent: Path) -> None:
@@ -22,13 +64,12 @@ def remove_stale_partials(parent: Path) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         except PermissionError:
             pass
-
-
-def _hidden_sibling(folder: Path, tag: str = "") -> Path:
-    return folder.parent / f".{folder.name}{PARTIAL_MARK}{os.getpid()}-{tag}{uuid.uuid4().hex[:8]}"
 
 
 @contextmanager
@@ -76,3 +117,13 @@ def _move_into_place(
     except OSError:
         if not is_complete(folder):  # lost a race only if the winner left a complete folder
             raise
+
+
+__all__ = [
+    "PARTIAL_MARK",
+    "atomic_folder",
+    "atomic_path",
+    "atomic_text_file",
+    "remove_stale_partials",
+    "write_bytes_atomically",
+]

@@ -57,9 +57,13 @@ def cpu_flags() -> set[str]:
     return set((_proc_field("/proc/cpuinfo", "flags") or "").split())
 
 
-def has_vnni() -> bool:
-    """Whether the CPU has AVX-512 VNNI, the int8 dot products the int8 kernels use."""
-    return "avx512_vnni" in cpu_flags()
+def int8_kernel_path() -> str:
+    """The int8 kernels' code path on this CPU: ``"vnni"`` (AVX-512 VNNI), ``"avx2"``
+    (vpmaddubsw) or ``"portable"`` (plain SIMD, slower than float32)."""
+    flags = cpu_flags()
+    if "avx512_vnni" in flags:
+        return "vnni"
+    return "avx2" if "avx2" in flags else "portable"
 
 
 def memory_total_gb() -> float | None:

@@ -214,9 +214,9 @@ class MaxWhisper:
         self.int8 = dtype == "int8"
         if self.int8 and not row_kernels:
             raise DecodingOptionsError("dtype int8 needs the Mojo kernels (row_kernels=True)")
-        if self.int8 and not machine.has_vnni():
+        if self.int8 and machine.int8_kernel_path() == "portable":
             warnings.warn(
-                "this CPU has no AVX-512 VNNI: the int8 kernels run their "
+                "this CPU has neither AVX-512 VNNI nor AVX2: the int8 kernels run their "
                 "portable path, which is slower than float32 here; use dtype='float32'",
                 RuntimeWarning,
                 stacklevel=2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib import runtime
+from maxwhisper_lib import machine, runtime
 from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE, compare
 from maxwhisper_lib.errors import DecodingOptionsError
 from maxwhisper_lib.graphs.kernels import build_int8_graph
@@ -75,15 +75,13 @@ def test_int8_weight_mapping_shapes_and_dtypes(tiny_weights):
 
 @pytest.fixture(scope="module")
 def int8_models():
-    """(out features, bias, portable) -> the compiled single-op graph."""
+    """(out features, bias, kernel path) -> the compiled single-op graph."""
     cache = {}
 
-    def get(out_features: int, bias: bool, portable: bool = False):
-        key = (out_features, bias, portable)
+    def get(out_features: int, bias: bool, path: str = "best"):
+        key = (out_features, bias, path)
         if key not in cache:
-            cache[key] = runtime.compile_graph(
-                build_int8_graph(out_features, bias, portable), "cpu"
-            )
+            cache[key] = runtime.compile_graph(build_int8_graph(out_features, bias, path), "cpu")
         return cache[key]
 
     return get
@@ -116,15 +114,38 @@ def test_int8_kernel_matches_the_numpy_model(int8_models, m, k, n):
 
 
 @pytest.mark.slow
-def test_portable_path_equals_the_dot_product_instruction(int8_models):
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((6, 96)).astype(np.float32)
-    q = quantize_linear(rng.standard_normal((80, 96)).astype(np.float32))
+@pytest.mark.parametrize("path", ["portable", "avx2"])
+@pytest.mark.parametrize("m", [6, 70])
+def test_every_kernel_path_gives_the_same_sums(int8_models, path, m):
+    """The plain-SIMD and AVX2 paths against this CPU's own (VNNI where present): the same
+    exact int32 sums, so bit-equal outputs; weights at +-127 with activations at their row's
+    maximum (the largest pair sums vpmaddubsw sees: no saturation), rows past one tile."""
+    if path == "avx2" and "avx2" not in machine.cpu_flags():
+        pytest.skip("no AVX2 on this CPU")
+    rng = np.random.default_rng(7 + m)
+    x = rng.standard_normal((m, 96)).astype(np.float32)
+    x[0] = np.abs(x[0]).max()  # every activation of row 0 quantizes to 127
+    x[1] = -np.abs(x[1]).max()  # and of row 1 to -127
+    w = rng.standard_normal((80, 96)).astype(np.float32)
+    w[:5] = np.sign(w[:5])  # outputs 0 .. 4: every weight quantizes to +-127
+    q = quantize_linear(w)
+    assert np.abs(q.packed).max() == 127
     fast = run_int8(int8_models(80, False), x, q)
-    plain = run_int8(int8_models(80, False, portable=True), x, q)
-    np.testing.assert_array_equal(fast, plain)
+    other = run_int8(int8_models(80, False, path), x, q)
+    np.testing.assert_array_equal(fast, other)
     _, relative = compare(fast, int8_linear_reference(x, q))
     assert relative < ROW_KERNEL_TOLERANCE
+
+
+def test_int8_kernel_path_follows_the_cpu_flags(monkeypatch):
+    for flags, path in [
+        ({"avx2", "avx512f", "avx512_vnni"}, "vnni"),
+        ({"avx2", "fma"}, "avx2"),
+        ({"sse4_2"}, "portable"),
+        (set(), "portable"),
+    ]:
+        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        assert machine.int8_kernel_path() == path
 
 
 @pytest.mark.slow

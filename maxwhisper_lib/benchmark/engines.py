@@ -125,7 +125,9 @@ class MaxEngine(Engine):
             else f"MAX matmul, {self.dtype} weights"
         )
         if self.dtype == "int8":
-            decoder = "Mojo int8 kernels (per-channel int8 weights, VNNI), encoder and decoder"
+            decoder = (
+                "Mojo int8 kernels (per-channel int8 weights, VNNI or AVX2), encoder and decoder"
+            )
         return {
             "device": self.device,
             "dtype": self.dtype,

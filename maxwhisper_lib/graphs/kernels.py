@@ -18,6 +18,8 @@ from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, Ten
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 KERNEL_EXTENSIONS = [KERNELS_DIR]
+INT8_PATHS = ("best", "avx2", "portable")
+"""The int8 kernel's code paths (see :func:`int8_product`)."""
 
 
 def _rows_product(
@@ -62,18 +64,21 @@ def int8_product(
     weight_sum: TensorValue,
     bias: TensorValue | None = None,
     out_features: int | None = None,
-    portable: bool = False,
+    path: str = "best",
 ) -> TensorValue:
     """``x (..., in)`` times an int8 weight packed by :func:`~maxwhisper_lib.quantization.
     quantize_linear` (activations quantized per row inside the kernel) ``+ bias`` ->
-    ``(..., out)`` float32; ``out_features`` defaults to the bias length. ``portable`` forces
-    the plain path without the int8 dot-product instruction (no bias; for its tests)."""
+    ``(..., out)`` float32; ``out_features`` defaults to the bias length. ``path`` (one of
+    :data:`INT8_PATHS`): ``"best"`` is the kernel's choice for this CPU (AVX-512 VNNI, else
+    AVX2, else plain SIMD); ``"avx2"`` and ``"portable"`` force those (no bias; for tests)."""
+    if path not in INT8_PATHS:
+        raise ValueError(f"unknown int8 path {path!r}; choose from {INT8_PATHS}")
     out_width = int(bias.shape[0]) if out_features is None else out_features
     name = "linear_int8" if bias is not None else "matmul_int8"
-    if portable:
+    if path != "best":
         if bias is not None:
-            raise ValueError("the portable int8 path has no bias")
-        name = "matmul_int8_portable"
+            raise ValueError(f"the forced {path} int8 path has no bias")
+        name = f"matmul_int8_{path}"
     extra = [scale, weight_sum, *([bias] if bias is not None else [])]
     return _rows_product(name, x, packed, *extra, out_width=out_width)
 
@@ -136,7 +141,7 @@ def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
     return graph
 
 
-def build_int8_graph(out_features: int, bias: bool = True, portable: bool = False) -> Graph:
+def build_int8_graph(out_features: int, bias: bool = True, path: str = "best") -> Graph:
     """One int8 product alone, rows and inputs symbolic: x ``(m, k)`` float32, the packed
     weight ``(blocks, k / 4, 64)`` int8, scales ``(blocks * 16,)`` float32, weight sums
     ``(blocks * 16,)`` int32 (and the bias ``(out_features,)``) -> ``(m, out_features)``."""
@@ -149,12 +154,12 @@ def build_int8_graph(out_features: int, bias: bool = True, portable: bool = Fals
     ]
     if bias:
         inputs.append(TensorType(DType.float32, [out_features], device=device))
-    kind = "portable" if portable else ("linear" if bias else "matmul")
+    kind = path if path != "best" else ("linear" if bias else "matmul")
     name = f"mw_int8_{kind}_{out_features}"
     with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
         x, packed, scale, weight_sum, *b = (v.tensor for v in graph.inputs)
         graph.output(
-            int8_product(x, packed, scale, weight_sum, b[0] if b else None, out_features, portable)
+            int8_product(x, packed, scale, weight_sum, b[0] if b else None, out_features, path)
         )
     return graph
 

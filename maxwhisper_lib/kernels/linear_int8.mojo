@@ -15,7 +15,12 @@
 # AVX-512 VNNI's vpdpbusd multiplies unsigned by signed bytes, so the activations are shifted
 # to 1 .. 255 and the shift is taken back with the weight sums. Each output lane accumulates
 # its own 4-byte dot products (no horizontal sums); a tile is 4 activation rows x 64 outputs.
-# Without VNNI the same arithmetic runs in plain SIMD (``matmul_int8_portable`` forces it).
+# On AVX2 without VNNI, vpmaddubsw multiplies |w| (unsigned) by the activation carrying w's
+# sign (vpsignb), adding pairs into int16 (at most 2 x 127 x 127: never saturates), and
+# vpmaddwd adds those pairs into the same int32 lanes: the activations stay signed (no shift)
+# and a tile is 4 rows x 16 outputs (8 int32 vectors of 256 bits). All paths give the same
+# exact int32 sums; elsewhere plain SIMD runs it (``matmul_int8_portable`` forces that,
+# ``matmul_int8_avx2`` the AVX2 path, for the tests).
 
 from extensibility import InputTensor, OutputTensor, register
 from max.algorithm import sync_parallelize
@@ -38,6 +43,21 @@ comptime SHIFT = 128
 
 
 @always_inline
+def _dot4_avx2(
+    acc: SIMD[I32, 8], x: SIMD[DType.int8, 32], w: SIMD[DType.int8, 32], w_abs: SIMD[DType.uint8, 32]
+) -> SIMD[I32, 8]:
+    """acc + per int32 lane the dot product of 4 signed bytes of ``x`` with 4 of ``w``
+    (``w_abs`` = |w|): vpsignb, vpmaddubsw, vpmaddwd."""
+    var signed_x = llvm_intrinsic["llvm.x86.avx2.psign.b", SIMD[DType.int8, 32], has_side_effect=False](x, w)
+    var pairs = llvm_intrinsic[
+        "llvm.x86.avx2.pmadd.ub.sw", SIMD[DType.int16, 16], has_side_effect=False
+    ](w_abs, signed_x)
+    return acc + llvm_intrinsic["llvm.x86.avx2.pmadd.wd", SIMD[I32, 8], has_side_effect=False](
+        pairs, SIMD[DType.int16, 16](1)
+    )
+
+
+@always_inline
 def _dot4[vnni: Bool](
     acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]
 ) -> SIMD[I32, LANES]:
@@ -56,7 +76,7 @@ def _dot4[vnni: Bool](
         return acc + quads[0] + quads[1]
 
 
-def _linear_int8[has_bias: Bool, vnni: Bool](
+def _linear_int8[has_bias: Bool, vnni: Bool, avx2: Bool = False](
     y: OutputTensor[dtype=F32, rank=2, ...],
     x: InputTensor[dtype=F32, rank=2, ...],
     w: InputTensor[dtype=DType.int8, rank=3, ...],
@@ -71,7 +91,9 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
     var blocks = w.dim_size(0)
     if k % 4 != 0 or w.dim_size(1) * 4 != k or w.dim_size(2) != 4 * LANES:
         raise Error("linear_int8: expected x (m, k) and packed w (blocks, k / 4, 64)")
-    if blocks % BLOCKS_PER_TILE != 0 or blocks * LANES < n or y.dim_size(0) != m:
+    comptime blocks_per_tile = 1 if avx2 and not vnni else BLOCKS_PER_TILE
+    comptime shift = 0 if avx2 and not vnni else SHIFT  # AVX2 keeps the activations signed
+    if blocks % blocks_per_tile != 0 or blocks * LANES < n or y.dim_size(0) != m:
         raise Error("linear_int8: the packed weight does not cover y's outputs")
     if scale.dim_size(0) != blocks * LANES or wsum.dim_size(0) != blocks * LANES:
         raise Error("linear_int8: one scale and one weight sum per packed output expected")
@@ -86,7 +108,7 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
     var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
     var workers = max(1, parallelism_level(cpu_ctx))
 
-    # Activations: one scale per row, bytes shifted to 1 .. 255.
+    # Activations: one scale per row, bytes shifted to 1 .. 255 (AVX2: signed, not shifted).
     var xq = alloc[UInt8](m * k)
     var xs = alloc[Float32](m)
 
@@ -109,11 +131,11 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
             for kk in range(0, k_vec, LANES):
                 var q = floor(src.unsafe_load[width=LANES](kk) * inv + Float32(0.5))
                 q = min(max(q, Float32(-127)), Float32(127))
-                dst.unsafe_store(kk, (q.cast[I32]() + SHIFT).cast[DType.uint8]())
+                dst.unsafe_store(kk, (q.cast[I32]() + Int32(shift)).cast[DType.uint8]())
             for kk in range(k_vec, k):
                 var q = floor(src.unsafe_load(kk) * inv + Float32(0.5))
                 q = min(max(q, Float32(-127)), Float32(127))
-                dst.unsafe_store(kk, UInt8(Int32(q) + SHIFT))
+                dst.unsafe_store(kk, (Int32(q) + Int32(shift)).cast[DType.uint8]())
 
     if q_tasks == 1:
         quantize_rows(0)
@@ -125,36 +147,57 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
     # Rows m0 .. m0 + mb - 1 against blocks blk0 .. blk0 + 3, input groups g0 .. g1 - 1; the
     # running sums start from ``partial`` unless ``first`` and go back there unless ``last``.
     def tile[mb: Int](m0: Int, blk0: Int, g0: Int, g1: Int, partial: Pointer[mut=True, Int32, ...], first: Bool, last: Bool) {var xq32, var xs, var wp, var sp, var cp, var bp, var yp, var groups, var n}:
-        comptime tile_lanes = BLOCKS_PER_TILE * LANES
+        comptime tile_lanes = blocks_per_tile * LANES
         var acc = SIMD[I32, mb * tile_lanes](0)  # row i, block j: lanes (i * 4 + j) * 16 ..
         if not first:
             acc = partial.unsafe_load[width=mb * tile_lanes](0)
-        for g in range(g0, g1):
-            var wv = SIMD[I32, tile_lanes](0)
-            comptime for j in range(BLOCKS_PER_TILE):
-                wv = wv.insert[offset=j * LANES](
-                    wp.unsafe_load[width=LANES](((blk0 + j) * groups + g) * LANES)
+        comptime if avx2 and not vnni:
+            for g in range(g0, g1):
+                var wv = bitcast[DType.int8, 4 * LANES](
+                    wp.unsafe_load[width=LANES]((blk0 * groups + g) * LANES)
                 )
-            comptime for i in range(mb):
-                var xb = SIMD[I32, LANES](xq32.unsafe_load((m0 + i) * groups + g))
-                comptime for j in range(BLOCKS_PER_TILE):
-                    comptime at = (i * BLOCKS_PER_TILE + j) * LANES
-                    acc = acc.insert[offset=at](
-                        _dot4[vnni](
-                            acc.slice[LANES, offset=at](), xb, wv.slice[LANES, offset=j * LANES]()
-                        )
+                var w_lo = wv.slice[32, offset=0]()  # outputs 0 .. 7, 4 inputs each
+                var w_hi = wv.slice[32, offset=32]()  # outputs 8 .. 15
+                var a_lo = bitcast[DType.uint8, 32](abs(w_lo))
+                var a_hi = bitcast[DType.uint8, 32](abs(w_hi))
+                comptime for i in range(mb):
+                    var xb = bitcast[DType.int8, 32](
+                        SIMD[I32, 8](xq32.unsafe_load((m0 + i) * groups + g))
                     )
+                    comptime at = i * LANES
+                    acc = acc.insert[offset=at](
+                        _dot4_avx2(acc.slice[8, offset=at](), xb, w_lo, a_lo)
+                    )
+                    acc = acc.insert[offset=at + 8](
+                        _dot4_avx2(acc.slice[8, offset=at + 8](), xb, w_hi, a_hi)
+                    )
+        else:
+            for g in range(g0, g1):
+                var wv = SIMD[I32, tile_lanes](0)
+                comptime for j in range(BLOCKS_PER_TILE):
+                    wv = wv.insert[offset=j * LANES](
+                        wp.unsafe_load[width=LANES](((blk0 + j) * groups + g) * LANES)
+                    )
+                comptime for i in range(mb):
+                    var xb = SIMD[I32, LANES](xq32.unsafe_load((m0 + i) * groups + g))
+                    comptime for j in range(BLOCKS_PER_TILE):
+                        comptime at = (i * BLOCKS_PER_TILE + j) * LANES
+                        acc = acc.insert[offset=at](
+                            _dot4[vnni](
+                                acc.slice[LANES, offset=at](), xb, wv.slice[LANES, offset=j * LANES]()
+                            )
+                        )
         if not last:
             partial.unsafe_store(0, acc)
             return
-        comptime for j in range(BLOCKS_PER_TILE):
+        comptime for j in range(blocks_per_tile):
             var col = (blk0 + j) * LANES
             if col < n:
                 var sv = sp.unsafe_load[width=LANES](col)
-                var shift = cp.unsafe_load[width=LANES](col) * SHIFT
+                var taken = cp.unsafe_load[width=LANES](col) * Int32(shift)
                 comptime for i in range(mb):
                     var row = m0 + i
-                    var out = (acc.slice[LANES, offset=(i * BLOCKS_PER_TILE + j) * LANES]() - shift).cast[F32]() * (
+                    var out = (acc.slice[LANES, offset=(i * blocks_per_tile + j) * LANES]() - taken).cast[F32]() * (
                         sv * xs.unsafe_load(row)
                     )
                     var dst = yp.unsafe_offset(row * n + col)
@@ -173,7 +216,7 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
     # Chunk-major: a chunk's bytes stay in cache while the worker runs every weight tile over
     # them (the weights of a layer fit L2; a window's 1,500 rows of 1,536 inputs do not); with
     # a single chunk (decoding) each worker streams its own contiguous part of w.
-    var n_tiles = blocks // BLOCKS_PER_TILE
+    var n_tiles = blocks // blocks_per_tile
     var chunks = (m + ROWS_PER_CHUNK - 1) // ROWS_PER_CHUNK
     var items = n_tiles * chunks
     var n_tasks = min(workers, items)
@@ -182,9 +225,9 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
     # rows' bytes stay in the L1 cache; the int32 sums wait in per-worker scratch in between.
     def task(t: Int) {var tile, var m, var n_tiles, var items, var n_tasks, var groups}:
         var per = (items + n_tasks - 1) // n_tasks
-        var scratch = alloc[Int32](ROWS_PER_CHUNK * BLOCKS_PER_TILE * LANES)
+        var scratch = alloc[Int32](ROWS_PER_CHUNK * blocks_per_tile * LANES)
         for item in range(t * per, min(items, (t + 1) * per)):
-            var blk0 = (item % n_tiles) * BLOCKS_PER_TILE
+            var blk0 = (item % n_tiles) * blocks_per_tile
             var start = (item // n_tiles) * ROWS_PER_CHUNK
             var end = min(m, start + ROWS_PER_CHUNK)
             for g0 in range(0, groups, GROUPS_PER_PASS):
@@ -193,15 +236,15 @@ def _linear_int8[has_bias: Bool, vnni: Bool](
                 var last = g1 == groups
                 var m0 = start
                 while m0 + ROWS_PER_TILE <= end:
-                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    var sums = scratch.unsafe_offset((m0 - start) * blocks_per_tile * LANES)
                     tile[ROWS_PER_TILE](m0, blk0, g0, g1, sums, first, last)
                     m0 += ROWS_PER_TILE
                 if end - m0 >= 2:
-                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    var sums = scratch.unsafe_offset((m0 - start) * blocks_per_tile * LANES)
                     tile[2](m0, blk0, g0, g1, sums, first, last)
                     m0 += 2
                 if end - m0 == 1:
-                    var sums = scratch.unsafe_offset((m0 - start) * BLOCKS_PER_TILE * LANES)
+                    var sums = scratch.unsafe_offset((m0 - start) * blocks_per_tile * LANES)
                     tile[1](m0, blk0, g0, g1, sums, first, last)
         scratch.free()
 
@@ -227,7 +270,9 @@ struct LinearInt8:
         comptime assert target == "cpu", "linear_int8 is a CPU kernel"
         if b.dim_size(0) != y.dim_size(1):
             raise Error("linear_int8: bias length differs from the outputs")
-        _linear_int8[True, CompilationTarget.has_vnni()](y, x, w, scale, wsum, b, ctx)
+        _linear_int8[True, CompilationTarget.has_vnni(), CompilationTarget.has_avx2()](
+            y, x, w, scale, wsum, b, ctx
+        )
 
 
 @register("matmul_int8")
@@ -244,7 +289,9 @@ struct MatmulInt8:
         ctx: DeviceContext,
     ) raises:
         comptime assert target == "cpu", "matmul_int8 is a CPU kernel"
-        _linear_int8[False, CompilationTarget.has_vnni()](y, x, w, scale, wsum, x, ctx)
+        _linear_int8[False, CompilationTarget.has_vnni(), CompilationTarget.has_avx2()](
+            y, x, w, scale, wsum, x, ctx
+        )
 
 
 @register("matmul_int8_portable")
@@ -262,3 +309,21 @@ struct MatmulInt8Portable:
     ) raises:
         comptime assert target == "cpu", "matmul_int8_portable is a CPU kernel"
         _linear_int8[False, False](y, x, w, scale, wsum, x, ctx)
+
+
+@register("matmul_int8_avx2")
+struct MatmulInt8Avx2:
+    """``matmul_int8`` on its AVX2 path even where VNNI exists: for its tests (x86 only)."""
+
+    @staticmethod
+    def execute[target: StaticString](
+        y: OutputTensor[dtype=F32, rank=2, ...],
+        x: InputTensor[dtype=F32, rank=2, ...],
+        w: InputTensor[dtype=DType.int8, rank=3, ...],
+        scale: InputTensor[dtype=F32, rank=1, ...],
+        wsum: InputTensor[dtype=I32, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "matmul_int8_avx2 is a CPU kernel"
+        comptime assert CompilationTarget.has_avx2(), "matmul_int8_avx2 needs AVX2"
+        _linear_int8[False, False, True](y, x, w, scale, wsum, x, ctx)

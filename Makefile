@@ -47,12 +47,13 @@ test-fast: env
 	$(BIN)/ruff check maxwhisper_lib tests scripts
 	$(BIN)/python -m pytest --fast tests
 
-# tiny.en's CPU graphs compiled for the portable x86-64-v3 target, xz-compressed into
-# maxwhisper_lib/precompiled/ (shipped: a fresh machine transcribes without compiling). Re-run it
-# after changing a graph or kernel source (about 3 minutes on 2 cores); a test says when it is due.
+# tiny.en's CPU graphs, float32 and int8, compiled for the portable x86-64-v3 target,
+# xz-compressed into maxwhisper_lib/precompiled/ (shipped: a fresh machine transcribes without
+# compiling). Re-run it after changing a graph or kernel source (about 6 minutes on 2 cores); a
+# test says when it is due.
 precompile-cpu: env
 	rm -f maxwhisper_lib/precompiled/*.mef.xz maxwhisper_lib/precompiled/*.json
-	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3 --dtypes float32
+	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3 --dtypes float32,int8
 
 # tiny.en's graphs compiled here for the GPU host's architecture (MAX's virtual-device mode; about
 # 19 minutes for both dtypes on 2 cores, 39 MiB), so that the host does not spend its time compiling.

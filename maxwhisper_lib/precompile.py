@@ -41,6 +41,8 @@ DEFAULT_TARGET = "cuda:sm_90a"
 """NVIDIA Hopper (H100, H200), the GPU this project's device machine lends."""
 SHIPPED_TARGET = "cpu:x86-64-v3"
 """The CPU build the package ships (:data:`maxwhisper_lib.compiled.PORTABLE_CPU_TARGET`)."""
+SHIPPED_DTYPES = ("float32", "int8")
+"""The dtypes of the shipped CPU build (and the default for any CPU target)."""
 
 
 def parse_target(target: str) -> tuple[str, str]:
@@ -121,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_TARGET,
         help="API:ARCH (e.g. cuda:sm_90a), cpu:LLVM-CPU (e.g. cpu:x86-64-v3) or cpu (this machine)",
     )
-    parser.add_argument("--dtypes", default=None, help="comma-separated (GPU: float32,float16)")
+    parser.add_argument(
+        "--dtypes",
+        default=None,
+        help="comma-separated (default: GPU float32,float16; CPU float32,int8)",
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         api, arch = parse_target(args.target)
-        default_dtypes = "float32" if api == "cpu" else "float32,float16"
+        default_dtypes = ",".join(SHIPPED_DTYPES) if api == "cpu" else "float32,float16"
         dtypes = [d for d in (args.dtypes or default_dtypes).split(",") if d]
         unknown = [d for d in dtypes if d not in (*FLOAT_DTYPES, "int8")]
         if unknown or not dtypes or ("int8" in dtypes and api != "cpu"):

@@ -13,6 +13,7 @@ from max.graph import DeviceRef, Graph, TensorType
 
 from maxwhisper_lib import compiled
 from maxwhisper_lib.model import GRAPHS, LOG_MEL_PIECE, MaxWhisper
+from maxwhisper_lib.precompile import SHIPPED_DTYPES
 from maxwhisper_lib.transcribe import transcribe, transcript_tokens
 
 
@@ -126,15 +127,20 @@ def ship_bytes(folder, config, data: bytes, names=None) -> str:
 
 
 def test_shipped_build_of_the_default_model_matches_the_sources(tiny_weights):
-    """The package ships tiny.en's float32 CPU graphs compiled for x86-64-v3, for the current
-    graph and kernel sources and MAX version (else: ``make precompile-cpu``), and nothing else."""
-    config = MaxWhisper(tiny_weights, device="cpu", dtype="float32").compile_config()
-    key = compiled.portable_key(config)
+    """The package ships tiny.en's float32 and int8 CPU graphs compiled for x86-64-v3, for the
+    current graph and kernel sources and MAX version (else: ``make precompile-cpu``), and
+    nothing else."""
+    keys = [
+        compiled.portable_key(MaxWhisper(tiny_weights, device="cpu", dtype=dtype).compile_config())
+        for dtype in SHIPPED_DTYPES
+    ]
     files = sorted(p.name for p in compiled.SHIPPED_DIR.iterdir())
-    assert files == [f"{key}.json", f"{key}.mef.xz"], "stale shipped build: make precompile-cpu"
-    names = json.loads((compiled.SHIPPED_DIR / f"{key}.json").read_text())
-    assert set(names) == {*GRAPHS, LOG_MEL_PIECE}
-    assert (compiled.SHIPPED_DIR / f"{key}.mef.xz").stat().st_size < 4 * 2**20
+    expected = sorted(f"{key}{suffix}" for key in keys for suffix in (".json", ".mef.xz"))
+    assert files == expected, "stale shipped build: make precompile-cpu"
+    for key in keys:
+        names = json.loads((compiled.SHIPPED_DIR / f"{key}.json").read_text())
+        assert set(names) == {*GRAPHS, LOG_MEL_PIECE}
+        assert (compiled.SHIPPED_DIR / f"{key}.mef.xz").stat().st_size < 4 * 2**20
 
 
 def test_shipped_build_is_unpacked_into_the_store_once(shipped, store):

@@ -53,7 +53,7 @@ test-fast: env
 # test says when it is due.
 precompile-cpu: env
 	rm -f maxwhisper_lib/precompiled/*.mef.xz maxwhisper_lib/precompiled/*.json
-	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3 --dtypes float32,int8
+	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3  # dtypes: precompile.SHIPPED_DTYPES
 
 # tiny.en's graphs compiled here for the GPU host's architecture (MAX's virtual-device mode; about
 # 19 minutes for both dtypes on 2 cores, 39 MiB), so that the host does not spend its time compiling.

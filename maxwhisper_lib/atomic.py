@@ -55,7 +55,7 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
 
 
 def remove_stale_partials(parent: Path) -> None:
-    """Delete temporary folders that writers which are no longer running left behind."""
+    """Delete the temporary files and folders that writers no longer running left behind."""
     for path in parent.glob(f".*{PARTIAL_MARK}*"):
         try:
             pid = int(path.name.split(PARTIAL_MARK, 1)[1].split("-", 1)[0])

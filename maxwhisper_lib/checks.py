@@ -2,9 +2,9 @@
 
 Every component runs on MAX and on the reference with identical inputs, fresh random ones and
 real ones (the log-mel of a clip and a real prompt), and is scored by max abs error and relative
-error ``||out - ref|| / ||ref||``. Block-level graphs compile once and are loaded per layer
-with that layer's weights (MAX's cache makes the reloads cheap). :func:`assert_all_passed`
-raises when a check fails, so notebooks and papermill stop loudly.
+error ``||out - ref|| / ||ref||``. The block-level graphs (stem, encoder block, decoder block)
+compile together once, as one module, and are bound to each layer's weights in turn.
+:func:`assert_all_passed` raises when a check fails, so notebooks and papermill stop loudly.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ import numpy as np
 import torch
 from max.driver import Buffer
 from max.dtype import DType
+from max.engine import Model
+from max.graph import Module
 
 from . import runtime
-from .graphs.decoder import build_decoder_block_graph, self_attention_mask
-from .graphs.encoder import build_encoder_block_graph, build_stem_graph
+from .graphs.decoder import DECODER_BLOCK, build_decoder_block_graph, self_attention_mask
+from .graphs.encoder import ENCODER_BLOCK, build_encoder_block_graph, build_stem_graph
 from .graphs.kernels import (
+    KERNEL_EXTENSIONS,
     build_cross_attention_graph,
     build_int8_graph,
     build_rows_graph,
@@ -156,6 +159,7 @@ class KernelChecks:
         self.rng = np.random.default_rng(seed)
         self.results: list[CheckResult] = []
         self._graphs: dict[object, object] = {}  # kernel graphs: (weight dtype, bias) or kind
+        self._blocks: tuple | None = None  # the block graphs' session, compiled module, names
 
     # -- helpers --------------------------------------------------------------------------
     def _record(
@@ -181,21 +185,40 @@ class KernelChecks:
         value = fn()
         return value, time.perf_counter() - start
 
-    def _block_model(self, kind: str, prefix: str):
-        """Compile the single-block graph ``kind`` once; bind ``prefix``'s weights to it."""
-        builders = {
-            "stem": build_stem_graph,
-            "encoder_block": build_encoder_block_graph,
-            "decoder_block": build_decoder_block_graph,
+    def _block_models(self, layer: int) -> tuple[dict[str, Model], float]:
+        """The stem, encoder-block and decoder-block graphs with encoder block ``layer``'s and
+        decoder block ``layer``'s weights bound (each clipped to its stack's depth); they compile
+        together once (one module: the kernels they share are elaborated once), then each layer
+        only binds its weights. Returns the models by kind and the compile seconds (0 after the
+        first call)."""
+        compile_s = 0.0
+        if self._blocks is None:
+            device = runtime.device_ref(self.model.device_name)
+            args = (self.dims, self.model.dtype, device)
+            module = Module()
+            names = {
+                "stem": build_stem_graph(*args, module=module).name,
+                ENCODER_BLOCK: build_encoder_block_graph(*args, module=module).name,
+                DECODER_BLOCK: build_decoder_block_graph(
+                    *args, row_dtype=self.model.row_dtype, module=module
+                ).name,
+            }
+            session = runtime.get_session(self.model.device_name)
+            extensions = KERNEL_EXTENSIONS if self.model.row_kernels else []
+            compiled, compile_s = self._timed(
+                lambda: session.compile(module, custom_extensions=list(extensions))
+            )
+            self._blocks = (session, compiled, names)
+        session, compiled, names = self._blocks
+        encoder = min(layer, self.dims.n_audio_layer - 1)
+        decoder = min(layer, self.dims.n_text_layer - 1)
+        registry = {
+            **self.model.registry,
+            **select_block(self.model.registry, f"encoder.blocks.{encoder}", ENCODER_BLOCK),
+            **select_block(self.model.registry, f"decoder.blocks.{decoder}", DECODER_BLOCK),
         }
-        extra = {"row_dtype": self.model.row_dtype} if kind == "decoder_block" else {}
-        graph = builders[kind](
-            self.dims, self.model.dtype, runtime.device_ref(self.model.device_name), **extra
-        )
-        registry = (
-            self.model.registry if kind == "stem" else select_block(self.model.registry, prefix)
-        )
-        return self._timed(lambda: runtime.compile_graph(graph, self.model.device_name, registry))
+        models = session.init_all(compiled, weights_registry=registry)
+        return {kind: models[name] for kind, name in names.items()}, compile_s
 
     def _execute_copy(self, model, *values) -> np.ndarray:
         """Run ``model`` on host arrays (or buffers) and copy its first output to the host while
@@ -223,7 +246,8 @@ class KernelChecks:
         enc = self.reference.encoder
         x_ref = torch.from_numpy(mel)
         stem_ref = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(x_ref))))
-        stem, compile_s = self._block_model("stem", "")
+        models, compile_s = self._block_models(0)
+        stem = models["stem"]
         out, run_s = self._timed(lambda: self._out(stem.execute(self._input(mel))[0]))
         self._record(
             "encoder.conv_stem",
@@ -237,7 +261,8 @@ class KernelChecks:
 
         x = stem_ref.permute(0, 2, 1) + enc.positional_embedding
         for i, block in enumerate(enc.blocks):
-            graph, compile_s = self._block_model("encoder_block", f"encoder.blocks.{i}")
+            models, compile_s = self._block_models(i)
+            graph = models[ENCODER_BLOCK]
             block_in = x.numpy()
             out, run_s = self._timed(
                 lambda g=graph, b=block_in: self._out(g.execute(self._input(b))[0])
@@ -264,7 +289,8 @@ class KernelChecks:
         x = dec.token_embedding(torch.from_numpy(tokens)) + dec.positional_embedding[:n]
         mask = self_attention_mask(0, n)
         for i, block in enumerate(dec.blocks):
-            graph, compile_s = self._block_model("decoder_block", f"decoder.blocks.{i}")
+            models, compile_s = self._block_models(i)
+            graph = models[DECODER_BLOCK]
             block_in = x.numpy()
             out, run_s = self._timed(
                 lambda g=graph, b=block_in: self._out(
@@ -394,10 +420,10 @@ class KernelChecks:
             weight = tensors[name]
             bias = None if name == "logits" else tensors[f"{name}.bias"]
             quantized = quantize_linear(weight)
-            key = ("int8", quantized.out_features, bias is not None)
+            key = ("int8", None if bias is not None else quantized.out_features)
             compile_s = 0.0
             if key not in self._graphs:
-                graph = build_int8_graph(quantized.out_features, bias is not None)
+                graph = build_int8_graph(bias is not None, quantized.out_features)
                 self._graphs[key], compile_s = self._timed(
                     lambda g=graph: runtime.compile_graph(g, "cpu")
                 )

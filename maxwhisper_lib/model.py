@@ -27,7 +27,7 @@ from max.graph import DeviceRef, Graph, Module
 from . import compiled, machine, runtime
 from .dims import ModelDimensions
 from .errors import DecodingOptionsError
-from .graphs import check_registry
+from .graphs import check_registry, declared_weights
 from .graphs.decoder import (
     DecoderStepInputs,
     build_alignment_graph,
@@ -200,6 +200,7 @@ class MaxWhisper:
         row_kernels: bool | None = None,
         device_greedy: bool | None = None,
         shipped_build: bool = True,
+        only_graphs: Iterable[str] | None = None,
     ) -> None:
         self.device_name = runtime.resolve_device_name(device)
         self.dtype = runtime.resolve_dtype(dtype, self.device_name)
@@ -225,6 +226,13 @@ class MaxWhisper:
         self.shipped_build = shipped_build
         """Whether the package's portable compiled build may stand in for a build for this
         machine not compiled yet (:func:`maxwhisper_lib.compiled.shipped_model`)."""
+        every_graph = (*GRAPHS, LOG_MEL_PIECE)
+        self.only_graphs = None if only_graphs is None else tuple(sorted(set(only_graphs)))
+        """A subset of :data:`GRAPHS` / :data:`LOG_MEL_PIECE` to compile (checks that need a few
+        graphs of a large architecture compile only those); ``None``: every graph."""
+        if self.only_graphs is not None and not set(self.only_graphs) <= set(every_graph):
+            unknown = sorted(set(self.only_graphs) - set(every_graph))
+            raise ValueError(f"unknown graphs {unknown}: choose among {list(every_graph)}")
         self.device_greedy = self.device_name == "gpu" if device_greedy is None else device_greedy
         """Greedy decoding chooses tokens on the device (:meth:`MaxDecoderSession.greedy_step`):
         on by default on a GPU, where each step's logits would otherwise cross to the host."""
@@ -234,6 +242,9 @@ class MaxWhisper:
             DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
         )  # the decoder's weights on the device: the checkpoint's precision
         self.registry = weight_registry(weights, self.dtype, rows=row_kernels, int8=self.int8)
+        if self.only_graphs is not None:  # only the weights those graphs declare
+            declared = declared_weights(self.graphs().values())
+            self.registry = {k: v for k, v in self.registry.items() if k in declared}
         self._models: dict[str, Model] = {}
         self.from_store = False  # whether the compiled graphs were read back, not compiled
         self.load_seconds: float | None = None
@@ -252,6 +263,8 @@ class MaxWhisper:
         """The compiled graph ``name`` (one of :data:`GRAPHS`, or :data:`LOG_MEL_PIECE`); the
         first call compiles every graph of the model together, or reads them back from an
         earlier process (:func:`maxwhisper_lib.compiled.load_models`)."""
+        if self.only_graphs is not None and name not in self.only_graphs:
+            raise ValueError(f"graph {name!r} is not among this model's {list(self.only_graphs)}")
         if not self._models:
             start = time.perf_counter()
             self._models, self.from_store = compiled.load_models(
@@ -297,28 +310,36 @@ class MaxWhisper:
     def compile_config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
         :func:`maxwhisper_lib.compiled.model_key`)."""
-        return {
+        config: dict[str, object] = {
             "dims": self.dims,
             "dtype": self.dtype,
             "row_dtype": self.row_dtype,
             "int8": self.int8,
             "stft_dtype": default_stft_dtype(self.device_name),
         }
+        if self.only_graphs is not None:
+            config["graphs"] = self.only_graphs
+        return config
 
     def graphs(self, module: Module | None = None) -> dict[str, Graph]:
-        """Every graph of the model, built into ``module`` (or each on its own), by our name."""
+        """Every graph of the model (or :attr:`only_graphs`), built into ``module`` (or each on
+        its own), by our name."""
         device = runtime.device_ref(self.device_name)
+        wanted = set(self.only_graphs or (*GRAPHS, LOG_MEL_PIECE))
         graphs: dict[str, Graph] = {}
         for name, builder in GRAPHS.items():
+            if name not in wanted:
+                continue
             extra: dict[str, object] = (
                 {"row_dtype": self.row_dtype} if name in ROW_KERNEL_GRAPHS else {}
             )
             if self.int8 and name in INT8_GRAPHS:
                 extra["int8"] = True
             graphs[name] = builder(self.dims, self.dtype, device, module=module, **extra)
-        graphs[LOG_MEL_PIECE] = build_log_mel_piece_graph(
-            mel_filters(self.dims.n_mels), device, default_stft_dtype(self.device_name), module
-        )
+        if LOG_MEL_PIECE in wanted:
+            graphs[LOG_MEL_PIECE] = build_log_mel_piece_graph(
+                mel_filters(self.dims.n_mels), device, default_stft_dtype(self.device_name), module
+            )
         return graphs
 
     def _build_graphs(self, module: Module) -> dict[str, str]:

@@ -27,6 +27,23 @@ def test_every_graph_builds_on_toy_dimensions(row_kernels):
     assert len({g.name for g in graphs.values()}) == len(graphs)
 
 
+def test_a_model_can_build_only_some_graphs():
+    """``only_graphs`` (what the architecture checks compile): those graphs, their weights and
+    nothing else, a store key of their own; the other graphs and unknown names are refused."""
+    full = MaxWhisper(random_weights(), device="cpu")
+    encoder_only = MaxWhisper(random_weights(), device="cpu", only_graphs=["encoder"])
+    assert set(encoder_only.graphs(Module())) == {"encoder"}
+    assert set(encoder_only.registry) == set(declared_weights([encoder_only.graphs()["encoder"]]))
+    assert set(encoder_only.registry) < set(full.registry)
+    assert all(name.startswith("encoder.") for name in encoder_only.registry)
+    assert encoder_only.compile_config()["graphs"] == ("encoder",)
+    assert "graphs" not in full.compile_config()  # the default model's key is unchanged
+    with pytest.raises(ValueError, match="'decoder_step' is not among"):
+        encoder_only.compiled("decoder_step")
+    with pytest.raises(ValueError, match=r"unknown graphs \['decoder'\]"):
+        MaxWhisper(random_weights(), device="cpu", only_graphs=["encoder", "decoder"])
+
+
 @pytest.mark.parametrize("per_window", [True, False])
 def test_step_inputs_have_one_order(per_window):
     """What the caller lists is what the graph unpacks, in the order of the graph's types."""

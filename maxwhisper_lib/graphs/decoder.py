@@ -341,19 +341,31 @@ def build_alignment_graph(
     return graph
 
 
+DECODER_BLOCK = "decoder_block"
+"""The weight scope of :func:`build_decoder_block_graph`."""
+
+
 def build_decoder_block_graph(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, row_dtype: DType | None = None
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    row_dtype: DType | None = None,
+    module: Module | None = None,
 ) -> Graph:
     """One decoder block with full causal self-attention: x ``(batch, n, width)``, audio features
-    ``(batch, n_audio_ctx, width)`` and the causal mask ``(n, n)`` -> x; weights as ``block.*``."""
-    p = Params(dtype, device, row_dtype=row_dtype).scope("block")
+    ``(batch, n_audio_ctx, width)`` and the causal mask ``(n, n)`` -> x; weights as
+    ``decoder_block.*`` (any layer's, see ``weight_mapping.select_block``)."""
+    p = Params(dtype, device, row_dtype=row_dtype).scope(DECODER_BLOCK)
     inputs = [
         TensorType(dtype, [BATCH, N_NEW, dims.n_text_state], device=device),
         TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device),
         TensorType(DType.float32, [N_NEW, N_NEW], device=device),
     ]
     with Graph(
-        "whisper_decoder_block", input_types=inputs, custom_extensions=extensions(row_dtype)
+        "whisper_decoder_block",
+        input_types=inputs,
+        custom_extensions=extensions(row_dtype),
+        module=module,
     ) as graph:
         x, xa, mask = (v.tensor for v in graph.inputs)
         cross_k, cross_v = cross_keys_values(xa, p, dims.n_text_head)

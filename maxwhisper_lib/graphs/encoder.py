@@ -75,18 +75,29 @@ def build_encoder_graph(
     return graph
 
 
-def build_stem_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_stem_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, module: Module | None = None
+) -> Graph:
     """log-mel -> the convolution stem's output (before positional embeddings)."""
     p = Params(dtype, device)
-    with Graph("whisper_encoder_stem", input_types=[_mel_type(dims, dtype, device)]) as graph:
+    with Graph(
+        "whisper_encoder_stem", input_types=[_mel_type(dims, dtype, device)], module=module
+    ) as graph:
         graph.output(conv_stem(graph.inputs[0].tensor, p, dims.n_audio_state))
     return graph
 
 
-def build_encoder_block_graph(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
-    """One encoder block ``(batch, n_audio_ctx, width)`` -> same, weights bound as ``block.*``."""
-    p = Params(dtype, device).scope("block")
+ENCODER_BLOCK = "encoder_block"
+"""The weight scope of :func:`build_encoder_block_graph` (``encoder_block.attn.query.weight``...)."""
+
+
+def build_encoder_block_graph(
+    dims: ModelDimensions, dtype: DType, device: DeviceRef, module: Module | None = None
+) -> Graph:
+    """One encoder block ``(batch, n_audio_ctx, width)`` -> same, weights bound as
+    ``encoder_block.*`` (any layer's, see ``weight_mapping.select_block``)."""
+    p = Params(dtype, device).scope(ENCODER_BLOCK)
     x_type = TensorType(dtype, [BATCH, dims.n_audio_ctx, dims.n_audio_state], device=device)
-    with Graph("whisper_encoder_block", input_types=[x_type]) as graph:
+    with Graph("whisper_encoder_block", input_types=[x_type], module=module) as graph:
         graph.output(encoder_block(graph.inputs[0].tensor, p, dims.n_audio_head))
     return graph

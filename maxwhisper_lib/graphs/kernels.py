@@ -14,7 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from max.dtype import DType
-from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, ops
+from max.graph import (
+    BufferType,
+    BufferValue,
+    DeviceRef,
+    Dim,
+    Graph,
+    TensorType,
+    TensorValue,
+    ops,
+)
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 KERNEL_EXTENSIONS = [KERNELS_DIR]
@@ -27,7 +36,7 @@ def _rows_product(
     x: TensorValue,
     weight: TensorValue,
     *extra: TensorValue,
-    out_width: int | None = None,
+    out_width: int | Dim | None = None,
 ):
     """Apply kernel ``name`` to ``x (..., in)`` and ``weight (out, in)`` -> ``(..., out)``
     (``out_width`` when the weight's rows are not the outputs, e.g. a packed int8 weight)."""
@@ -73,7 +82,7 @@ def int8_product(
     AVX2, else plain SIMD); ``"avx2"`` and ``"portable"`` force those (no bias; for tests)."""
     if path not in INT8_PATHS:
         raise ValueError(f"unknown int8 path {path!r}; choose from {INT8_PATHS}")
-    out_width = int(bias.shape[0]) if out_features is None else out_features
+    out_width = bias.shape[0] if out_features is None else out_features
     name = "linear_int8" if bias is not None else "matmul_int8"
     if path != "best":
         if bias is not None:
@@ -141,10 +150,15 @@ def build_rows_graph(weight_dtype: DType, bias: bool = True) -> Graph:
     return graph
 
 
-def build_int8_graph(out_features: int, bias: bool = True, path: str = "best") -> Graph:
-    """One int8 product alone, rows and inputs symbolic: x ``(m, k)`` float32, the packed
-    weight ``(blocks, k / 4, 64)`` int8, scales ``(blocks * 16,)`` float32, weight sums
-    ``(blocks * 16,)`` int32 (and the bias ``(out_features,)``) -> ``(m, out_features)``."""
+def build_int8_graph(
+    bias: bool = True, out_features: int | None = None, path: str = "best"
+) -> Graph:
+    """One int8 product alone: x ``(m, k)`` float32, the packed weight ``(blocks, k / 4, 64)``
+    int8, scales ``(blocks * 16,)`` float32, weight sums ``(blocks * 16,)`` int32, and the bias
+    ``(n,)`` -> ``(m, n)``, every size symbolic (one graph serves every layer); without a bias
+    the outputs are ``out_features`` (static)."""
+    if not bias and out_features is None:
+        raise ValueError("an int8 product without a bias needs out_features")
     device = DeviceRef.CPU()
     inputs = [
         TensorType(DType.float32, ["m", "k"], device=device),
@@ -153,13 +167,15 @@ def build_int8_graph(out_features: int, bias: bool = True, path: str = "best") -
         TensorType(DType.int32, ["padded"], device=device),
     ]
     if bias:
-        inputs.append(TensorType(DType.float32, [out_features], device=device))
+        inputs.append(TensorType(DType.float32, ["n"], device=device))
     kind = path if path != "best" else ("linear" if bias else "matmul")
-    name = f"mw_int8_{kind}_{out_features}"
+    name = f"mw_int8_{kind}" + ("" if bias else f"_{out_features}")
     with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
         x, packed, scale, weight_sum, *b = (v.tensor for v in graph.inputs)
         graph.output(
-            int8_product(x, packed, scale, weight_sum, b[0] if b else None, out_features, path)
+            int8_product(
+                x, packed, scale, weight_sum, b[0] if b else None, None if b else out_features, path
+            )
         )
     return graph
 

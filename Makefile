@@ -34,7 +34,7 @@ lint: env
 	$(BIN)/ruff check maxwhisper_lib tests scripts
 
 unit: env
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --durations=25 tests
 
 notebooks: env
 	$(BIN)/python -m pytest --nbval-lax --sanitize-with notebooks/nbval_sanitize.cfg notebooks

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from max.driver import Buffer
 from max.dtype import DType
-from max.engine import Model
+from max.engine import CompiledModel, Model
 from max.graph import Module
 
 from . import runtime
@@ -159,7 +159,7 @@ class KernelChecks:
         self.rng = np.random.default_rng(seed)
         self.results: list[CheckResult] = []
         self._graphs: dict[object, object] = {}  # kernel graphs: (weight dtype, bias) or kind
-        self._blocks: tuple | None = None  # the block graphs' session, compiled module, names
+        self._blocks: tuple[CompiledModel, dict[str, str]] | None = None  # module, graph names
 
     # -- helpers --------------------------------------------------------------------------
     def _record(
@@ -192,6 +192,7 @@ class KernelChecks:
         only binds its weights. Returns the models by kind and the compile seconds (0 after the
         first call)."""
         compile_s = 0.0
+        session = runtime.get_session(self.model.device_name)  # one per device and process
         if self._blocks is None:
             device = runtime.device_ref(self.model.device_name)
             args = (self.dims, self.model.dtype, device)
@@ -203,13 +204,12 @@ class KernelChecks:
                     *args, row_dtype=self.model.row_dtype, module=module
                 ).name,
             }
-            session = runtime.get_session(self.model.device_name)
             extensions = KERNEL_EXTENSIONS if self.model.row_kernels else []
             compiled, compile_s = self._timed(
                 lambda: session.compile(module, custom_extensions=list(extensions))
             )
-            self._blocks = (session, compiled, names)
-        session, compiled, names = self._blocks
+            self._blocks = (compiled, names)
+        compiled, names = self._blocks
         encoder = min(layer, self.dims.n_audio_layer - 1)
         decoder = min(layer, self.dims.n_text_layer - 1)
         registry = {

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .choices import DEVICE_CHOICES, DTYPE_CHOICES
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .backend import WhisperBackend
     from .dims import ModelDimensions
 
@@ -355,7 +353,7 @@ class TranscriptionPlan:
 def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     """Check everything that can be checked cheaply, then transcribe ``batch_size`` files at a
     time and write each group's outputs as soon as it is done."""
-    from .audio import check_audio, load_audio
+    from .audio import check_audio
     from .errors import AudioError, MaxWhisperError
     from .outputs import write_result
     from .transcribe import make_options, transcribe_batch
@@ -373,14 +371,11 @@ def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     failed = False
     backend: WhisperBackend | None = None  # loaded once the first group of files is checked
     for start in range(0, len(args.audio), args.batch_size):
-        group: list[tuple[str, np.ndarray | Path]] = []
+        group: list[tuple[str, Path]] = []
         for path in args.audio[start : start + args.batch_size]:
-            try:  # without the VAD a file is checked here and streamed later
-                if args.vad_filter:
-                    group.append((path, load_audio(path)))
-                else:
-                    check_audio(path, reject_silent=True)
-                    group.append((path, Path(path)))
+            try:  # a file is checked here and read piece by piece later
+                check_audio(path, reject_silent=not args.vad_filter)
+                group.append((path, Path(path)))
             except AudioError as error:
                 report(str(error))
                 failed = True

@@ -54,6 +54,7 @@ from .mel import (
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps
 from .tokenizer import LANGUAGES, Tokenizer, get_tokenizer, language_code
 from .vad import (
+    FileSpeech,
     SpeechTimeline,
     VadParameters,
     remove_non_speech,
@@ -163,14 +164,20 @@ def parse_clip_timestamps(clip_timestamps: str | Sequence[float]) -> list[float]
 
 
 def whole_file_log_mel(
-    backend: WhisperBackend, audio: np.ndarray | Path, frontend: str = "auto"
+    backend: WhisperBackend,
+    audio: np.ndarray | Path | FileSpeech,
+    frontend: str = "auto",
+    *,
+    reject_silent: bool = True,
 ) -> np.ndarray | LogMelPieces:
     """Host float32 log-mel ``(n_mels, frames + 3000)`` of ``audio`` followed by 30 s of zeros.
 
-    ``audio``: samples, or the path of a file, which the MAX front end decodes and turns into
-    log-mel piece by piece (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never
-    held whole). ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference``
-    (openai-whisper's torch function) or ``auto`` (the backend's ``mel_frontend``: ``max`` for
+    ``audio``: samples, the path of a file, or the speech of a file (its VAD chunks, joined);
+    the MAX front end decodes files and turns them into log-mel piece by piece
+    (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole); a silent
+    file is an :class:`~maxwhisper_lib.errors.AudioError` unless ``reject_silent`` is False.
+    ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference`` (openai-whisper's
+    torch function) or ``auto`` (the backend's ``mel_frontend``: ``max`` for
     :class:`~maxwhisper_lib.model.MaxWhisper`).
     """
     if frontend not in MEL_FRONTENDS:
@@ -180,10 +187,16 @@ def whole_file_log_mel(
     if frontend == "auto":
         frontend = backend.mel_frontend
     if frontend == "reference":
-        samples = _as_samples(audio) if isinstance(audio, Path) else audio
+        if isinstance(audio, FileSpeech):
+            samples = np.concatenate(list(audio.pieces()))
+        else:
+            samples = _as_samples(audio, reject_silent) if isinstance(audio, Path) else audio
         return log_mel_spectrogram_reference(samples, backend.dims.n_mels, padding=N_SAMPLES)
+    if isinstance(audio, FileSpeech):
+        return backend.log_mel_stream(audio.pieces(), padding=N_SAMPLES)
     if isinstance(audio, Path):
-        return backend.log_mel_stream(stream_audio(audio, reject_silent=True), padding=N_SAMPLES)
+        pieces = stream_audio(audio, reject_silent=reject_silent)
+        return backend.log_mel_stream(pieces, padding=N_SAMPLES)
     return backend.log_mel(audio, padding=N_SAMPLES)
 
 
@@ -577,10 +590,10 @@ def _as_samples(audio: AudioInput, reject_silent: bool = True) -> np.ndarray:
 
 
 def _source(audio: AudioInput, vad_filter: bool) -> tuple[np.ndarray | Path, float]:
-    """A file's path when it can be streamed (no VAD, which needs all the samples; opened
-    here, so that an unreadable file fails before any work), else its samples (silence
-    refused unless the VAD is on); and its seconds."""
-    if not vad_filter and isinstance(audio, str | Path):
+    """A file's path (files are read piece by piece, never held whole; opened here, so that
+    an unreadable file fails before any work), else its samples (silence refused unless the
+    VAD is on); and its seconds."""
+    if isinstance(audio, str | Path):
         return Path(audio), audio_seconds(audio)
     samples = _as_samples(audio, reject_silent=not vad_filter)
     return samples, len(samples) / SAMPLE_RATE
@@ -644,23 +657,33 @@ def transcribe_batch(
     results: list[dict | None] = [None] * len(samples)
     timelines: list[SpeechTimeline | None] = [None] * len(samples)
     speech: list[list[dict] | None] = [None] * len(samples)
-    for index, file_samples in enumerate(samples):
+    for index, source in enumerate(samples):
         if not vad_filter:
             continue
-        if chunked:
-            speech[index] = speech_chunks(file_samples, parameters)
-            found = bool(speech[index])
+        if isinstance(source, Path):  # one pass over the file for the VAD, one for log-mel
+            chunks = speech_chunks(stream_audio(source), parameters, name=str(source))
+            if not chunked:
+                samples[index], timelines[index] = (
+                    FileSpeech(source, chunks),
+                    SpeechTimeline(chunks),
+                )
+                seconds[index] = timelines[index].speech_seconds
+        elif chunked:
+            chunks = speech_chunks(source, parameters)
         else:
-            samples[index], timelines[index] = remove_non_speech(file_samples, parameters)
+            samples[index], timelines[index] = remove_non_speech(source, parameters)
             seconds[index] = len(samples[index]) / SAMPLE_RATE
-            found = bool(len(samples[index]))
-        if not found:
+            chunks = timelines[index].chunks
+        speech[index] = chunks if chunked else None
+        if not chunks:
             results[index] = _no_speech_result(options, backend.dims)
     rng = np.random.default_rng(seed)
     total = sum(t for t, r in zip(seconds, results, strict=True) if r is None)
     show = (verbose is False) if progress is None else progress
     with tqdm.tqdm(total=round(total, 2), unit="s", unit_scale=False, disable=not show) as bar:
-        runner = _BatchRunner(backend, options, verbose, rng, mel_frontend, bar.update, chunked)
+        runner = _BatchRunner(
+            backend, options, verbose, rng, mel_frontend, bar.update, chunked, not vad_filter
+        )
         pending = [(i, s, speech[i]) for i, s in enumerate(samples) if results[i] is None]
         del samples  # each file's samples go once its log-mel is taken
         units: dict[int, list[FileTranscription]] = {}
@@ -725,6 +748,7 @@ class _BatchRunner:
         mel_frontend: str,
         progress: Callable[[float], None],
         chunked: bool,
+        reject_silent: bool,
     ) -> None:
         self.backend = backend
         self.options = options
@@ -733,6 +757,7 @@ class _BatchRunner:
         self.mel_frontend = mel_frontend
         self.progress = progress
         self.chunked = chunked
+        self.reject_silent = reject_silent
         self.task = options.decode_options.get("task", "transcribe")
         self.reported: dict[int, float] = {}
 
@@ -758,7 +783,10 @@ class _BatchRunner:
         file's seek loop, or (``chunked``) one per span of its ``speech`` chunks or clips."""
         if not files:
             return {}
-        mels = [whole_file_log_mel(self.backend, s, self.mel_frontend) for _, s, _ in files]
+        mels = [
+            whole_file_log_mel(self.backend, s, self.mel_frontend, reject_silent=self.reject_silent)
+            for _, s, _ in files
+        ]
         languages: list[str | None] = [self.options.decode_options.get("language")] * len(files)
         if languages[0] is None:
             if not self.backend.dims.is_multilingual:

@@ -3,18 +3,31 @@ audio, no segments for silence or noise, parameters checked."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
-from maxwhisper_lib.errors import DecodingOptionsError
+from maxwhisper_lib import audio as audio_module
+from maxwhisper_lib.audio import stream_audio
+from maxwhisper_lib.benchmark import build_long_audio, load_clips
+from maxwhisper_lib.chunking import batched_vad_parameters
+from maxwhisper_lib.errors import AudioError, DecodingOptionsError
+from maxwhisper_lib.long_audio import write_wav
+from maxwhisper_lib.manifest import load_manifest
 from maxwhisper_lib.scoring import normalize
 from maxwhisper_lib.transcribe import transcribe
 from maxwhisper_lib.vad import (
+    VAD_BATCH_WINDOWS,
+    VAD_WINDOW,
+    FileSpeech,
     SpeechTimeline,
     VadParameters,
     remove_non_speech,
     restore_timestamps,
     speech_chunks,
+    speech_only,
+    speech_probabilities,
 )
 
 SR = 16000
@@ -47,6 +60,73 @@ def test_silence_and_white_noise_have_no_speech():
     noise = (np.random.default_rng(0).standard_normal(30 * SR) * 0.1).astype(np.float32)
     assert speech_chunks(silence(30)) == []
     assert speech_chunks(noise) == []
+
+
+PARAMETERS = [
+    VadParameters(),
+    batched_vad_parameters(None),
+    VadParameters(
+        threshold=0.3, min_speech_duration_ms=250, speech_pad_ms=30, max_speech_duration_s=8
+    ),
+]
+
+
+def faster_whisper_chunks(samples: np.ndarray, parameters: VadParameters) -> list[dict]:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return get_speech_timestamps(samples, VadOptions(**asdict(parameters)))
+
+
+@pytest.mark.parametrize("clip_id", [c.id for c in load_manifest()])
+def test_speech_chunks_are_faster_whispers_whole_or_streamed(clip_id):
+    """The same chunks as faster-whisper's ``get_speech_timestamps`` on the whole clip, from
+    the samples or from the file in pieces of any size."""
+    clip = next(c for c in load_manifest() if c.id == clip_id)
+    samples = audio_module.load_audio(clip.path)
+    for parameters in PARAMETERS:
+        expected = faster_whisper_chunks(samples, parameters)
+        assert speech_chunks(samples, parameters) == expected
+        assert speech_chunks(stream_audio(clip.path, piece_samples=12_345), parameters) == expected
+
+
+@pytest.mark.slow
+def test_streamed_probabilities_are_faster_whispers_across_batches():
+    """Past faster-whisper's model batch (10,000 windows, 320 s) and across many of ours, the
+    state carried from batch to batch gives bit for bit faster-whisper's probabilities and
+    chunks; lengths on and off a whole window."""
+    from faster_whisper.vad import get_vad_model
+
+    long = build_long_audio([c.samples for c in load_clips() if c.reference], 700)
+    assert long.size > 2 * 10_000 * VAD_WINDOW and VAD_BATCH_WINDOWS < 10_000
+    for samples in (long[: 2 * 10_000 * VAD_WINDOW + 3 * VAD_WINDOW], long[:-100]):
+        padded = np.pad(samples, (0, VAD_WINDOW - samples.size % VAD_WINDOW))
+        expected = get_vad_model()(padded).reshape(-1)
+        pieces = [samples[i : i + 99_999] for i in range(0, samples.size, 99_999)]
+        probabilities, n_samples = speech_probabilities(pieces)
+        assert n_samples == samples.size
+        np.testing.assert_array_equal(probabilities, expected)
+        for parameters in PARAMETERS[:2]:
+            assert speech_chunks(iter(pieces), parameters) == faster_whisper_chunks(
+                samples, parameters
+            )
+
+
+def test_speech_only_streams_the_joined_speech(jfk_audio):
+    padded = np.concatenate([silence(PAD), jfk_audio, silence(3), jfk_audio[: 4 * SR], silence(4)])
+    joined, timeline = remove_non_speech(padded)
+    assert len(timeline.chunks) >= 2
+    for size in (1_000, 77_777, padded.size):
+        pieces = [padded[i : i + size] for i in range(0, padded.size, size)]
+        np.testing.assert_array_equal(
+            np.concatenate(list(speech_only(pieces, timeline.chunks))), joined
+        )
+    assert list(speech_only(iter(pieces), [])) == []
+
+
+def test_a_file_without_samples_is_refused_with_the_vad(max_tiny, tmp_path):
+    header_only = write_wav(np.zeros(0, np.float32), tmp_path / "empty.wav")
+    with pytest.raises(AudioError, match=r"empty\.wav: the audio stream decodes to no samples"):
+        transcribe(max_tiny, header_only, vad_filter=True)
 
 
 def test_restore_timestamps_maps_segments_and_words_through_the_chunks():
@@ -127,6 +207,40 @@ def test_no_segments_for_silence_or_noise_with_the_vad(max_tiny, kind):
     )
     result = transcribe(max_tiny, audio, temperature=0.0, vad_filter=True)
     assert result == {"text": "", "segments": [], "language": "en"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_a_file_with_the_vad_is_read_piece_by_piece(max_tiny, monkeypatch, tmp_path, batch_size):
+    """From a path, the VAD and the log-mel read the file in pieces (loading it whole fails
+    here): the same result as from its samples, sequential and batched."""
+    clips = [c.samples for c in load_clips() if c.reference]
+    samples = np.concatenate([silence(5), build_long_audio(clips, 45), silence(3)])
+    path = write_wav(samples, tmp_path / "long.wav")
+    samples = audio_module.load_audio(path)  # as the file holds them (16-bit)
+    expected = transcribe(
+        max_tiny, samples, temperature=0.0, vad_filter=True, batch_size=batch_size
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole file was decoded at once")
+
+    monkeypatch.setattr(audio_module, "_decode", refuse)
+    assert (
+        transcribe(max_tiny, path, temperature=0.0, vad_filter=True, batch_size=batch_size)
+        == expected
+    )
+    assert expected["segments"] and expected["segments"][0]["start"] >= 4.0
+
+
+def test_file_speech_reads_only_its_chunks(tmp_path, jfk_audio):
+    padded = np.concatenate([silence(PAD), jfk_audio, silence(3)])
+    path = write_wav(padded, tmp_path / "padded.wav")
+    samples = audio_module.load_audio(path)
+    joined, timeline = remove_non_speech(samples)
+    speech = FileSpeech(path, speech_chunks(stream_audio(path), name=str(path)))
+    assert speech.chunks == timeline.chunks
+    np.testing.assert_array_equal(np.concatenate(list(speech.pieces())), joined)
 
 
 def test_vad_options_need_the_filter(max_tiny, jfk_audio):

@@ -112,6 +112,10 @@ class LongAudioResult:
         if worst is not None:
             met = "met" if worst <= WER_POINTS else "missed"
             out["batched WER cost"] = f"{worst:+.2f} points (target {WER_POINTS}: {met})"
+        peer = [row for row in self.wer if "peer_batched_minus_sequential" in row]
+        if peer:
+            worst = max(row["peer_batched_minus_sequential"] for row in peer)
+            out[f"{peer[0]['peer']} batched WER cost"] = f"{worst:+.2f} points (same check)"
         return out
 
     def to_dict(self) -> dict:
@@ -212,12 +216,17 @@ def write_wav(samples: np.ndarray, path: Path) -> Path:
 
 
 def batched_wer(model: str, dtype: str, batch_size: int, log=print) -> list[dict]:
-    """Sequential and batched (VAD) MAX WER on each dev clip longer than 30 s, in-process."""
+    """Sequential and batched (VAD) MAX WER on each dev clip longer than 30 s, in-process; and
+    the same for faster-whisper at the same precision (``WhisperModel`` against its
+    ``BatchedInferencePipeline``): what batching costs a peer on the same clips."""
     from .model import MaxWhisper
     from .transcribe import transcribe
     from .weights import load_weights
 
     backend = MaxWhisper(load_weights(model), "cpu", dtype)
+    peer_name = "faster-whisper-" + ("fp32" if dtype == "float32" else dtype)
+    peer = make_engine(peer_name, model, "cpu")
+    peer.load()
     rows = []
     for clip in load_clips():
         if not clip.reference or clip.seconds <= 30:
@@ -235,7 +244,21 @@ def batched_wer(model: str, dtype: str, batch_size: int, log=print) -> list[dict
             "batched": batched,
         }
         row["batched_minus_sequential"] = round(row["batched_wer"] - row["sequential_wer"], 2)
-        log(f"WER {clip.id}: sequential {row['sequential_wer']} batched {row['batched_wer']}")
+        peer_texts = (
+            peer.transcribe(clip.samples).text,
+            peer.transcribe_batch([clip.samples], batch_size)[0].text,
+        )
+        row["peer"] = peer_name
+        row["peer_sequential_wer"], row["peer_batched_wer"] = (
+            round(100 * word_error_rate([clip.reference], [text]), 2) for text in peer_texts
+        )
+        row["peer_batched_minus_sequential"] = round(
+            row["peer_batched_wer"] - row["peer_sequential_wer"], 2
+        )
+        log(
+            f"WER {clip.id}: sequential {row['sequential_wer']} batched {row['batched_wer']}; "
+            f"{peer_name} {row['peer_sequential_wer']} / {row['peer_batched_wer']}"
+        )
         rows.append(row)
     return rows
 

@@ -113,8 +113,8 @@ def speech_probabilities(pieces: Iterable[np.ndarray]) -> tuple[np.ndarray, int]
         pending.append(piece)
         count += piece.size
         total += piece.size
-        while count >= batch:
-            joined = np.concatenate(pending)
+        while count >= batch:  # a long array given whole is cut into views, never copied
+            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
             run(joined[:batch])
             pending, count = [joined[batch:]], count - batch
     tail = np.concatenate([*pending, np.zeros(VAD_WINDOW - total % VAD_WINDOW, np.float32)])

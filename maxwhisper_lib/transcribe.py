@@ -57,7 +57,7 @@ from .vad import (
     FileSpeech,
     SpeechTimeline,
     VadParameters,
-    remove_non_speech,
+    joined_speech,
     restore_timestamps,
     speech_chunks,
 )
@@ -660,21 +660,17 @@ def transcribe_batch(
     for index, source in enumerate(samples):
         if not vad_filter:
             continue
-        if isinstance(source, Path):  # one pass over the file for the VAD, one for log-mel
-            chunks = speech_chunks(stream_audio(source), parameters, name=str(source))
-            if not chunked:
-                samples[index], timelines[index] = (
-                    FileSpeech(source, chunks),
-                    SpeechTimeline(chunks),
-                )
-                seconds[index] = timelines[index].speech_seconds
-        elif chunked:
-            chunks = speech_chunks(source, parameters)
-        else:
-            samples[index], timelines[index] = remove_non_speech(source, parameters)
-            seconds[index] = len(samples[index]) / SAMPLE_RATE
-            chunks = timelines[index].chunks
-        speech[index] = chunks if chunked else None
+        is_file = isinstance(source, Path)  # a file: one pass for the VAD, one for log-mel
+        pieces = stream_audio(source) if is_file else source
+        chunks = speech_chunks(pieces, parameters, name=str(source) if is_file else "<array>")
+        if chunked:
+            speech[index] = chunks
+        else:  # the joined speech: read back from the file, or cut from the samples
+            samples[index] = (
+                FileSpeech(source, chunks) if is_file else joined_speech(source, chunks)
+            )
+            timelines[index] = SpeechTimeline(chunks)
+            seconds[index] = timelines[index].speech_seconds
         if not chunks:
             results[index] = _no_speech_result(options, backend.dims)
     rng = np.random.default_rng(seed)

@@ -271,9 +271,14 @@ def remove_non_speech(
 ) -> tuple[np.ndarray, SpeechTimeline]:
     """The speech of ``samples`` joined (empty when there is none) and its timeline."""
     chunks = speech_chunks(samples, parameters)
-    pieces = [samples[c["start"] : c["end"]] for c in chunks]
+    return joined_speech(samples, chunks), SpeechTimeline(chunks)
+
+
+def joined_speech(samples: np.ndarray, chunks: Sequence[dict]) -> np.ndarray:
+    """The samples of ``chunks`` joined, float32 (empty when there are none)."""
+    pieces = list(speech_only([samples], chunks))
     joined = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return joined.astype(np.float32, copy=False), SpeechTimeline(chunks)
+    return joined.astype(np.float32, copy=False)
 
 
 def restore_timestamps(result: dict, timeline: SpeechTimeline) -> dict:

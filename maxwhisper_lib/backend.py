@@ -13,7 +13,7 @@ then chooses every token after the first on the device instead of copying the lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -76,9 +76,13 @@ class WhisperBackend(Protocol):
         CPU where the backend is not MAX."""
         ...
 
-    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> Any:
+    def log_mel_stream(
+        self, chunks: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], padding: int = 0
+    ) -> Any:
         """:meth:`log_mel` of the samples ``chunks`` yield, taken as they arrive
-        (a :class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole)."""
+        (a :class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole), or of
+        a function that yields them afresh each call (a file: a long spectrogram is then
+        computed again as it is used instead of held whole)."""
         ...
 
     def embed_audio(self, mel: np.ndarray | Any) -> AudioFeatures:

@@ -111,10 +111,10 @@ def compile_alone(model: str, device: str, name: str) -> float:
 
 def graph_alone_seconds(model: str, device: str) -> dict[str, float]:
     """:func:`compile_alone` for every graph, each in its own process and empty cache."""
-    from .model import GRAPHS, LOG_MEL_PIECE
+    from .model import ALL_GRAPHS
 
     seconds = {}
-    for name in [*GRAPHS, LOG_MEL_PIECE]:
+    for name in ALL_GRAPHS:
         with tempfile.TemporaryDirectory(prefix="maxwhisper-graph-") as cache_dir:
             env = {**os.environ, "MODULAR_CACHE_DIR": cache_dir}
             command = [sys.executable, "-m", "maxwhisper_lib.cold_start", "--graph", name,

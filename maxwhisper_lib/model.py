@@ -68,6 +68,9 @@ GRAPHS: dict[str, GraphBuilder] = {
     "alignment": build_alignment_graph,
 }
 
+ALL_GRAPHS = (*GRAPHS, LOG_MEL_PIECE)
+"""Every graph a model compiles, by our name."""
+
 
 def weight_registry(
     weights: WhisperWeights, dtype: DType, rows: bool = False, int8: bool = False
@@ -226,13 +229,12 @@ class MaxWhisper:
         self.shipped_build = shipped_build
         """Whether the package's portable compiled build may stand in for a build for this
         machine not compiled yet (:func:`maxwhisper_lib.compiled.shipped_model`)."""
-        every_graph = (*GRAPHS, LOG_MEL_PIECE)
         self.only_graphs = None if only_graphs is None else tuple(sorted(set(only_graphs)))
-        """A subset of :data:`GRAPHS` / :data:`LOG_MEL_PIECE` to compile (checks that need a few
+        """A subset of :data:`ALL_GRAPHS` to compile (checks that need a few
         graphs of a large architecture compile only those); ``None``: every graph."""
-        if self.only_graphs is not None and not set(self.only_graphs) <= set(every_graph):
-            unknown = sorted(set(self.only_graphs) - set(every_graph))
-            raise ValueError(f"unknown graphs {unknown}: choose among {list(every_graph)}")
+        if self.only_graphs is not None and not set(self.only_graphs) <= set(ALL_GRAPHS):
+            unknown = sorted(set(self.only_graphs) - set(ALL_GRAPHS))
+            raise ValueError(f"unknown graphs {unknown}: choose among {list(ALL_GRAPHS)}")
         self.device_greedy = self.device_name == "gpu" if device_greedy is None else device_greedy
         """Greedy decoding chooses tokens on the device (:meth:`MaxDecoderSession.greedy_step`):
         on by default on a GPU, where each step's logits would otherwise cross to the host."""
@@ -260,7 +262,7 @@ class MaxWhisper:
         )
 
     def compiled(self, name: str) -> Model:
-        """The compiled graph ``name`` (one of :data:`GRAPHS`, or :data:`LOG_MEL_PIECE`); the
+        """The compiled graph ``name`` (one of :data:`ALL_GRAPHS`); the
         first call compiles every graph of the model together, or reads them back from an
         earlier process (:func:`maxwhisper_lib.compiled.load_models`)."""
         if self.only_graphs is not None and name not in self.only_graphs:
@@ -325,7 +327,7 @@ class MaxWhisper:
         """Every graph of the model (or :attr:`only_graphs`), built into ``module`` (or each on
         its own), by our name."""
         device = runtime.device_ref(self.device_name)
-        wanted = set(self.only_graphs or (*GRAPHS, LOG_MEL_PIECE))
+        wanted = set(self.only_graphs or ALL_GRAPHS)
         graphs: dict[str, Graph] = {}
         for name, builder in GRAPHS.items():
             if name not in wanted:
@@ -373,11 +375,14 @@ class MaxWhisper:
         self._count("log_mel", start)
         return mel
 
-    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
+    def log_mel_stream(
+        self, chunks: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], padding: int = 0
+    ) -> LogMelPieces:
         """:meth:`log_mel` of the samples ``chunks`` yield, taken as they arrive (the samples
-        are never held whole; see :meth:`~maxwhisper_lib.mel.LogMelSpectrogram.stream`)."""
+        are never held whole), or of a function that yields them afresh (a long spectrogram is
+        then not held whole either; see :meth:`~maxwhisper_lib.mel.LogMelSpectrogram.stream`)."""
         start = time.perf_counter()
-        mel = self._log_mel().stream(chunks, padding)
+        mel = self._log_mel().stream(chunks, padding, clock=lambda t: self._count("log_mel", t))
         self._count("log_mel", start)
         return mel
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,7 +132,9 @@ class TorchBackend:
 
         return LogMelSpectrogram(self.dims.n_mels, "cpu").numpy(samples, padding)
 
-    def log_mel_stream(self, chunks: Iterable[np.ndarray], padding: int = 0) -> LogMelPieces:
+    def log_mel_stream(
+        self, chunks: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], padding: int = 0
+    ) -> LogMelPieces:
         from .mel import LogMelSpectrogram
 
         return LogMelSpectrogram(self.dims.n_mels, "cpu").stream(chunks, padding)

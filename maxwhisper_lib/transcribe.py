@@ -174,7 +174,8 @@ def whole_file_log_mel(
 
     ``audio``: samples, the path of a file, or the speech of a file (its VAD chunks, joined);
     the MAX front end decodes files and turns them into log-mel piece by piece
-    (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole); a silent
+    (:class:`~maxwhisper_lib.mel.LogMelPieces`: the samples are never held whole, nor is a long
+    file's spectrogram, :class:`~maxwhisper_lib.mel.ReplayedLogMel`); a silent
     file is an :class:`~maxwhisper_lib.errors.AudioError` unless ``reject_silent`` is False.
     ``frontend``: ``max`` (MAX Graph on the backend's device), ``reference`` (openai-whisper's
     torch function) or ``auto`` (the backend's ``mel_frontend``: ``max`` for
@@ -193,10 +194,12 @@ def whole_file_log_mel(
             samples = _as_samples(audio, reject_silent) if isinstance(audio, Path) else audio
         return log_mel_spectrogram_reference(samples, backend.dims.n_mels, padding=N_SAMPLES)
     if isinstance(audio, FileSpeech):
-        return backend.log_mel_stream(audio.pieces(), padding=N_SAMPLES)
+        return backend.log_mel_stream(audio.pieces, padding=N_SAMPLES)
     if isinstance(audio, Path):
-        pieces = stream_audio(audio, reject_silent=reject_silent)
-        return backend.log_mel_stream(pieces, padding=N_SAMPLES)
+        path = audio
+        return backend.log_mel_stream(
+            lambda: stream_audio(path, reject_silent=reject_silent), padding=N_SAMPLES
+        )
     return backend.log_mel(audio, padding=N_SAMPLES)
 
 

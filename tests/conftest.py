@@ -46,6 +46,26 @@ def jfk_audio(jfk_clip) -> np.ndarray:
 # ------------------------------------------------------------------ the fast tier
 
 
+@pytest.fixture
+def replayed_log_mels(monkeypatch) -> list:
+    """Log-mel pieces of 5 s with seven kept (a window and a piece), so that a file's
+    spectrogram past 35 s is computed again as windows use it (:class:`~maxwhisper_lib.mel.ReplayedLogMel`); the list collects
+    every such spectrogram made while the test runs."""
+    import maxwhisper_lib.mel as mel
+
+    made: list = []
+    init = mel.ReplayedLogMel.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(mel, "PIECE_FRAMES", 500)
+    monkeypatch.setattr(mel, "KEEP_FRAMES", 3500)
+    monkeypatch.setattr(mel.ReplayedLogMel, "__init__", spy)
+    return made
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--fast",

@@ -12,7 +12,7 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorType
 
 from maxwhisper_lib import compiled
-from maxwhisper_lib.model import GRAPHS, LOG_MEL_PIECE, MaxWhisper
+from maxwhisper_lib.model import ALL_GRAPHS, MaxWhisper
 from maxwhisper_lib.precompile import SHIPPED_DTYPES
 from maxwhisper_lib.transcribe import transcribe, transcript_tokens
 
@@ -96,7 +96,7 @@ def test_model_graphs_come_from_one_module_and_are_read_back(max_tiny, tiny_weig
     """Every graph of the model (and its front end's) is there after one load; a second model
     of the same configuration reads them back and computes the same bits."""
     max_tiny.warm_up()
-    assert set(max_tiny._models) == {*GRAPHS, LOG_MEL_PIECE}
+    assert set(max_tiny._models) == set(ALL_GRAPHS)
     again = MaxWhisper(tiny_weights, device="cpu")
     again.warm_up()
     assert again.from_store
@@ -139,7 +139,7 @@ def test_shipped_build_of_the_default_model_matches_the_sources(tiny_weights):
     assert files == expected, "stale shipped build: make precompile-cpu"
     for key in keys:
         names = json.loads((compiled.SHIPPED_DIR / f"{key}.json").read_text())
-        assert set(names) == {*GRAPHS, LOG_MEL_PIECE}
+        assert set(names) == set(ALL_GRAPHS)
         assert (compiled.SHIPPED_DIR / f"{key}.mef.xz").stat().st_size < 4 * 2**20
 
 

@@ -21,6 +21,7 @@ from maxwhisper_lib.mel import (
     N_SAMPLES,
     SAMPLE_RATE,
     LogMelSpectrogram,
+    ReplayedLogMel,
     frame_count,
     log_mel_spectrogram_reference,
     mel_filters,
@@ -246,3 +247,61 @@ def test_each_backend_brings_its_front_end(torch_tiny, jfk_audio, jfk_clip):
     np.testing.assert_array_equal(streamed.array(), ours)
     with pytest.raises(ValueError, match="unknown mel front end"):
         whole_file_log_mel(torch_tiny, jfk_audio, "librosa")
+
+
+def _replay_source(audio: np.ndarray, chunk: int, reads: list[int]):
+    """A source that can be read again (as a file can), counting its reads."""
+
+    def chunks():
+        reads.append(1)
+        return iter([audio[i : i + chunk] for i in range(0, audio.size, chunk)])
+
+    return chunks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding", [N_SAMPLES, 0])
+def test_replayed_log_mel_is_bit_identical(log_mel_80, clips, padding, monkeypatch):
+    """A source that can be read again and is longer than ``KEEP_FRAMES`` frames keeps only its
+    first pieces; the others are computed again as windows ask for them: in order, one more
+    read; behind what the cache holds, one more read from the start (the cache then one piece
+    larger). The same bits as one call, every window and the whole array."""
+    import maxwhisper_lib.mel as mel
+
+    monkeypatch.setattr(mel, "PIECE_FRAMES", 300)
+    monkeypatch.setattr(mel, "KEEP_FRAMES", 600)
+    audio = np.concatenate([clips["jfk"], clips["librispeech-1089-134686-0001"][:12345]])
+    whole = log_mel_80(audio, padding=padding).to_numpy()
+    reads: list[int] = []
+    replayed = log_mel_80.stream(_replay_source(audio, 4321, reads), padding=padding)
+    assert isinstance(replayed, mel.ReplayedLogMel) and len(reads) == 1
+    assert replayed.shape == whole.shape and len(replayed.starts) - 1 > 3
+    for start in range(0, whole.shape[1] - 100, 100):  # a seek loop's order
+        assert np.array_equal(mel_window(replayed, start, 250), mel_window(whole, start, 250))
+        assert len(replayed.cache) <= 2
+    assert len(reads) == replayed.reads == 2
+    assert np.array_equal(replayed.array(), whole)  # back to the start
+    assert len(reads) == replayed.reads == 3 and replayed.capacity == 3
+
+
+@pytest.mark.slow
+def test_a_short_replayable_source_is_read_once_and_kept(log_mel_80, clips):
+    reads: list[int] = []
+    audio = clips["jfk"]
+    kept = log_mel_80.stream(_replay_source(audio, 10_000, reads), padding=N_SAMPLES)
+    assert not isinstance(kept, ReplayedLogMel) and len(reads) == 1
+    assert np.array_equal(kept.array(), log_mel_80.numpy(audio, padding=N_SAMPLES))
+
+
+@pytest.mark.slow
+def test_audio_that_changes_between_reads_is_an_error(log_mel_80, clips, monkeypatch):
+    import maxwhisper_lib.mel as mel
+
+    monkeypatch.setattr(mel, "PIECE_FRAMES", 300)
+    monkeypatch.setattr(mel, "KEEP_FRAMES", 300)
+    audio = clips["jfk"]
+    reads: list[int] = []
+    first = _replay_source(audio, 8000, reads)
+    replayed = log_mel_80.stream(lambda: first() if not reads else iter([audio[:5000]]), padding=0)
+    with pytest.raises(AudioError, match="changed while it was being transcribed"):
+        replayed.window(900)

@@ -222,6 +222,21 @@ def test_batch_of_three_files_gives_the_one_at_a_time_texts(max_tiny, max_greedy
     assert [_times(r) for r in results] == [_times(max_greedy(i)) for i in ids]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_a_long_files_spectrogram_is_computed_again_as_it_is_used(
+    max_tiny, audio_of, replayed_log_mels, batch_size
+):
+    """From a path, a spectrogram longer than what is kept (5-second pieces, 35 s kept here) is
+    computed again from the file as the windows reach it: the same result as from the samples,
+    window after window and batched."""
+    clip_id = "osr-us-000-0034"
+    expected = transcribe(max_tiny, audio_of(clip_id), temperature=0.0, batch_size=batch_size)
+    result = transcribe(max_tiny, clip(clip_id).path, temperature=0.0, batch_size=batch_size)
+    assert result == expected and result["segments"]
+    assert len(replayed_log_mels) == 1 and replayed_log_mels[0].reads >= 2
+
+
 # ---------------------------------------------------------------------------------------------
 # errors: options are checked before any audio is read or decoded
 

@@ -338,7 +338,7 @@ class LogMelPieces:
 
 class ReplayedLogMel(LogMelPieces):
     """A long file's log-mel that is not kept whole: its first :data:`KEEP_FRAMES` frames are
-    (from the first pass, which found the floor), later ones are computed again from the file
+    held from the first pass (which found the floor), later pieces are computed again from the file
     when a window asks for them, at most ``capacity`` held at once (least recently used go).
     Windows asked in order (a transcription's seek) read the file once more; a piece asked
     after it was dropped reads the file again from its start (only that piece's STFT is run),

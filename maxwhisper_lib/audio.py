@@ -123,10 +123,14 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+# PyAV before 19 decodes metadata strictly unless told to ignore errors; 19 dropped the argument.
+_OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
 def _open_audio_stream(file: str | io.BytesIO, label: str):
     """The open container and its first audio stream (an AudioError when there is none)."""
     try:
-        container = av.open(file, metadata_errors="ignore")
+        container = av.open(file, **_OPEN_OPTIONS)
     except av.FFmpegError as error:
         raise AudioError(f"{label}: not a readable audio file ({_one_line(error)})") from error
     if not container.streams.audio:

@@ -40,6 +40,20 @@ from .weights.canonical import WhisperWeights
 TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 """Largest relative error that passes, per dtype (half precisions are reported, looser)."""
 
+GPU_FLOAT32_TOLERANCE = 1e-2
+"""float32 on an NVIDIA GPU: MAX's matmuls and convolutions there round their inputs to TF32
+(10-bit mantissas, relative rounding 2^-11 = 4.9e-4). Measured on an H200: 5e-4 for the conv stem,
+up to 2.7e-3 through the decoder's blocks, where the CPU's float32 stays under 3e-5; a broken
+kernel is off by order 1. Greedy tokens stayed identical to openai-whisper on every dev clip."""
+
+
+def tolerance_for(dtype_name: str, device_name: str) -> float:
+    """The relative error that passes for MAX's ``dtype_name`` on ``device_name``."""
+    if dtype_name == "float32" and device_name != "cpu":
+        return GPU_FLOAT32_TOLERANCE
+    return TOLERANCES[dtype_name]
+
+
 ROW_KERNEL_TOLERANCE = 1e-6
 """The Mojo row kernels against the float64 product of the same stored values: float32
 accumulation only (float16 weights are widened exactly)."""
@@ -155,7 +169,7 @@ class KernelChecks:
         self.dims = weights.dims
         self.torch = TorchBackend(weights)
         self.reference = self.torch.model
-        self.tolerance = TOLERANCES[self.model.dtype_name]
+        self.tolerance = tolerance_for(self.model.dtype_name, self.model.device_name)
         self.rng = np.random.default_rng(seed)
         self.results: list[CheckResult] = []
         self._graphs: dict[object, object] = {}  # kernel graphs: (weight dtype, bias) or kind

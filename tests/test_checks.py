@@ -11,6 +11,7 @@ from maxwhisper_lib.checks import (
     assert_all_passed,
     compare,
     real_inputs,
+    tolerance_for,
 )
 from maxwhisper_lib.model import MaxWhisper
 
@@ -44,6 +45,14 @@ def test_all_components_agree_with_the_reference_in_float32(results):
     assert_all_passed(results)
     exact = [r for r in results if not r.component.endswith("vs float32")]  # int8's own error
     assert all(r.relative_error < 1e-4 for r in exact)
+
+
+def test_only_float32_on_a_gpu_gets_the_tf32_tolerance(results):
+    # the CPU's float32 checks keep their own bound; the GPU's TF32 bound stays below float16's
+    assert {r.tolerance for r in results if r.component.startswith("encoder")} == {1e-4}
+    assert tolerance_for("float32", "cpu") == 1e-4
+    assert tolerance_for("float32", "gpu") == 1e-2 < tolerance_for("float16", "gpu")
+    assert tolerance_for("bfloat16", "gpu") == 5e-2
 
 
 def test_int8_checks_bound_the_kernel_exactly_and_show_its_error(results):

@@ -481,6 +481,11 @@ def command_install(args: argparse.Namespace) -> int:
     lines = [f"export PYTHONPATH={shlex.quote(str(site))}${{PYTHONPATH:+:$PYTHONPATH}}"]
     if (site / "bin").is_dir():
         lines.append(f"export PATH={shlex.quote(str(site / 'bin'))}:$PATH")
+    jupyter = site / "share" / "jupyter"
+    if jupyter.is_dir():  # nbconvert's templates, the kernel spec: not found there otherwise
+        lines.append(
+            f"export JUPYTER_PATH={shlex.quote(str(jupyter))}${{JUPYTER_PATH:+:$JUPYTER_PATH}}"
+        )
     env_file = bundle / "env.sh"
     env_file.write_text("\n".join(lines) + "\n")
     say(f"done. Before using it, run (or: . {env_file}):")

@@ -287,10 +287,12 @@ def test_append_refuses_a_file_it_did_not_start(packed, tmp_path: Path, capsys) 
 # --------------------------------------------------------------------------- host: install, check
 
 
-def make_wheel(folder: Path, name: str, version: str) -> Path:
-    """A real, installable pure-Python wheel holding module ``name``."""
+def make_wheel(folder: Path, name: str, version: str, data: dict[str, str] | None = None) -> Path:
+    """A real, installable pure-Python wheel holding module ``name`` (and ``data`` files, by
+    their path under the install prefix)."""
     dist_info = f"{name}-{version}.dist-info"
     files = {
+        **{f"{name}-{version}.data/data/{path}": text for path, text in (data or {}).items()},
         f"{name}/__init__.py": f'__version__ = "{version}"\n',
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
@@ -328,6 +330,21 @@ def test_install_puts_wheels_in_a_site_folder_and_check_imports_them(
                          capture_output=True, text=True, env=environment, check=False)  # fmt: skip
     assert bad.returncode == tool.EXIT_CHECK
     assert "FAIL no_such_module_xyz: ModuleNotFoundError" in bad.stdout
+    assert "JUPYTER_PATH" not in (bundle / "env.sh").read_text()  # no Jupyter data: not set
+
+
+def test_install_exports_the_jupyter_data_folder_its_wheels_bring(tmp_path: Path) -> None:
+    # nbconvert's templates land in site/share/jupyter with --target; Jupyter looks there only
+    # when JUPYTER_PATH says so (on the H200 host, rendering the reports failed without it)
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    template = {"share/jupyter/nbconvert/templates/demo/conf.json": "{}"}
+    make_wheel(bundle / "wheels", "offline_demo_templates", "0.1", data=template)
+    assert tool.main(["install", "--bundle", str(bundle)]) == 0
+    jupyter = bundle / "site" / "share" / "jupyter"
+    assert (jupyter / "nbconvert" / "templates" / "demo" / "conf.json").is_file()
+    env = (bundle / "env.sh").read_text()
+    assert f"export JUPYTER_PATH={jupyter}${{JUPYTER_PATH:+:$JUPYTER_PATH}}" in env
 
 
 def test_install_refuses_two_versions_of_a_package(tmp_path: Path, capsys) -> None:

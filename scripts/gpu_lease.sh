@@ -25,6 +25,12 @@ unxz() {  # xz's command when there is one, else Python's lzma
   fi
 }
 
+use_env() {  # the installed packages, then this call's copy of the tree (its path may change)
+  # shellcheck disable=SC1091
+  . "$LEASE/env.sh"
+  export PYTHONPATH=$ROOT:$PYTHONPATH
+}
+
 pack() {
   local stage=$ROOT/.stage pay=$ROOT/.stage/lease
   [ -d "$stage/site" ] || { echo "no $stage/site: install the gathered wheels there first" >&2; exit 2; }
@@ -102,7 +108,7 @@ EOF
     fi
   fi
   cat > "$LEASE/env.sh" <<EOF
-export PYTHONPATH=$LEASE/site:$ROOT\${PYTHONPATH:+:\$PYTHONPATH}
+export PYTHONPATH=$LEASE/site\${PYTHONPATH:+:\$PYTHONPATH}
 export PATH=$LEASE/site/bin:\$PATH
 export MODULAR_CACHE_DIR=$LEASE/build/precompiled
 export JUPYTER_PATH=$LEASE/site/share/jupyter
@@ -110,23 +116,21 @@ export MAXWHISPER_WEIGHTS_DIR=$LEASE/weights
 export PYTHONUNBUFFERED=1
 ${shim:+export LD_LIBRARY_PATH=$shim\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH\}}
 EOF
-  # shellcheck disable=SC1091
-  . "$LEASE/env.sh"
+  use_env
   python3 -m maxwhisper_lib.weights extract --model tiny.en --source "$LEASE/src/ct2" 2>&1 | tail -1
   python3 "$HERE/offline_host.py" check ${CHECK_ARGS---require-accelerator}
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-  # faster-whisper on CUDA before the benchmark counts on it (a cuBLAS that does not load shows here)
+  # faster-whisper on CUDA, through the benchmark's own engine, before the benchmark counts on it
+  # (a cuBLAS that does not load shows here)
   timeout 120 python3 - <<'EOF' || log "faster-whisper on CUDA: FAILED (leave its engines out)"
-import time
-from faster_whisper import WhisperModel
 from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.weights import ct2_path
-model = WhisperModel(str(ct2_path("tiny.en")), device="cuda", compute_type="float16")
+from maxwhisper_lib.benchmark.engines import make_engine
+engine = make_engine("faster-whisper-fp16", "tiny.en", "gpu")
+engine.load()
 audio = load_audio("data/jfk.flac")
-for _ in range(2):
-    start = time.perf_counter()
-    text = " ".join(s.text for s in model.transcribe(audio, beam_size=1)[0])
-print(f"faster-whisper fp16 on CUDA: {time.perf_counter() - start:.3f} s: {text.strip()}")
+engine.transcribe(audio)  # warm-up
+result = engine.transcribe(audio)
+print(f"faster-whisper fp16 on CUDA: {result.seconds:.3f} s: {result.text.strip()}")
 EOF
   log "installed"
 }
@@ -134,9 +138,7 @@ EOF
 stage() {
   local out=$1 dtype=$2 stages=$3
   shift 3
-  # shellcheck disable=SC1091
-  . "$LEASE/env.sh"
-  export PYTHONPATH=$ROOT:$PYTHONPATH
+  use_env
   mkdir -p "$LEASE/reports"
   local id=gpu-$dtype-s${stages//,/}-$(date +%H%M%S)
   set +e

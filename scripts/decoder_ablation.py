@@ -45,7 +45,9 @@ def block_without_self_attention(
     x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None, cache=None
 ):
     _q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    x = x + L.linear(L.merge_heads(v), p, "attn.out")  # projections kept, attention dropped
+    x = x + L.linear(
+        L.merge_heads(v), p, "attn.out", int(x.shape[-1])
+    )  # projections kept, attention dropped
     if cache is not None:  # the step graph stores nothing itself when the kernel would have
         k_t = v = None
     x, _ = L.cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)
@@ -62,7 +64,7 @@ def no_block(x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None, c
     return x, None, None, None
 
 
-def no_logits(x: TensorValue, p) -> TensorValue:
+def no_logits(x: TensorValue, p, n_vocab: int) -> TensorValue:
     return x
 
 

@@ -4,7 +4,7 @@ against its floor.
 A decoder step at small batch does little arithmetic per byte: it streams every decoder weight,
 the cross-attention keys/values of each sequence and its self-attention cache once. Its floor is
 therefore ``bytes it must read / memory bandwidth``. :func:`bandwidth_probe` measures that
-bandwidth STREAM-style (copy and triad, in NumPy and in a MAX graph), from memory when the
+bandwidth STREAM-style (copy, triad and a read-only sum, in NumPy and in a MAX graph), from memory when the
 step's working set outgrows the last-level cache (arrays four times the cache, STREAM's rule),
 else at the working set's size; :func:`graph_bytes` counts what each graph must read per call;
 :func:`decoder_steps` times one-token steps of any engine that speaks the backend protocol (MAX, or openai-whisper's
@@ -56,8 +56,9 @@ def _best_seconds(call: Callable[[], object], repeats: int) -> float:
 def numpy_stream(
     array_bytes: int, repeats: int = 10, threads: int | None = None
 ) -> list[BandwidthResult]:
-    """NumPy copy ``c = a`` and triad ``a = b + s * c`` over float32 arrays of ``array_bytes``,
-    split across ``threads`` (default: every usable core; NumPy releases the GIL in both)."""
+    """NumPy copy ``c = a``, triad ``a = b + s * c`` and read ``sum(a)`` over float32 arrays of
+    ``array_bytes``, split across ``threads`` (default: every usable core; NumPy releases the GIL
+    in all three)."""
     threads = threads or len(os.sched_getaffinity(0))
     n = max(array_bytes // FLOAT32, threads * 16)
     a, b, c = (np.full(n, value, dtype=np.float32) for value in (1.0, 2.0, 0.0))
@@ -75,9 +76,13 @@ def numpy_stream(
         np.multiply(c[lo:hi], np.float32(3.0), out=a[lo:hi])
         np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
 
+    def read(lo: int, hi: int) -> None:  # what a decoder step does: bytes read, none written
+        b[lo:hi].sum()
+
     try:
         copy_s = _best_seconds(parallel(copy), repeats)
         triad_s = _best_seconds(parallel(triad), repeats)
+        read_s = _best_seconds(parallel(read), repeats)
     finally:
         pool.shutdown()
     size = n * FLOAT32
@@ -86,14 +91,15 @@ def numpy_stream(
         BandwidthResult(
             "numpy triad (2 passes)", size / 1e6, 5 * size, triad_s, 5 * size / triad_s / 1e9
         ),
+        BandwidthResult("numpy read", size / 1e6, size, read_s, size / read_s / 1e9),
     ]
 
 
 def max_stream(array_bytes: int, device: str = "cpu", repeats: int = 10) -> list[BandwidthResult]:
     """MAX graph copy ``c = -a`` and triad ``a = b + s * c`` (one fused elementwise kernel each)
-    over float32 arrays of ``array_bytes`` on ``device``."""
+    and read ``sum(a)`` (a reduction) over float32 arrays of ``array_bytes`` on ``device``."""
     from max.dtype import DType
-    from max.graph import Graph, TensorType
+    from max.graph import Graph, TensorType, ops
 
     from . import runtime
 
@@ -105,16 +111,21 @@ def max_stream(array_bytes: int, device: str = "cpu", repeats: int = 10) -> list
     with Graph("stream_triad", input_types=[vector, vector]) as triad_graph:
         b, c = (v.tensor for v in triad_graph.inputs)
         triad_graph.output(b + c * 3.0)
+    with Graph("stream_read", input_types=[vector]) as read_graph:
+        read_graph.output(ops.sum(read_graph.inputs[0].tensor, axis=0))
     copy_model = runtime.compile_graph(copy_graph, device)
     triad_model = runtime.compile_graph(triad_graph, device)
+    read_model = runtime.compile_graph(read_graph, device)
     b = runtime.to_device(np.full(n, 2.0, np.float32), device)
     c = runtime.to_device(np.full(n, 1.0, np.float32), device)
     size = n * FLOAT32
     copy_s = _best_seconds(lambda: copy_model.execute(c), repeats)
     triad_s = _best_seconds(lambda: triad_model.execute(b, c), repeats)
+    read_s = _best_seconds(lambda: read_model.execute(c), repeats)
     return [
         BandwidthResult("max copy", size / 1e6, 2 * size, copy_s, 2 * size / copy_s / 1e9),
         BandwidthResult("max triad", size / 1e6, 3 * size, triad_s, 3 * size / triad_s / 1e9),
+        BandwidthResult("max read", size / 1e6, size, read_s, size / read_s / 1e9),
     ]
 
 

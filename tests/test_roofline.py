@@ -53,10 +53,21 @@ def test_decoder_step_bytes_count_what_a_step_reads(toy16):
 
 def test_numpy_stream_reports_bytes_and_rates():
     results = roofline.numpy_stream(4 << 20, repeats=2, threads=2)
-    assert [r.method for r in results] == ["numpy copy", "numpy triad (2 passes)"]
+    assert [r.method for r in results] == ["numpy copy", "numpy triad (2 passes)", "numpy read"]
+    assert results[2].bytes_moved == results[0].bytes_moved // 2  # read only: one array
     for r in results:
         assert r.seconds > 0 and r.gb_per_s == pytest.approx(r.bytes_moved / r.seconds / 1e9)
     assert roofline.best_bandwidth(results) == max(r.gb_per_s for r in results)
+
+
+@pytest.mark.slow
+def test_max_stream_reports_copy_triad_and_read():
+    results = roofline.max_stream(4 << 20, repeats=2)
+    assert [r.method for r in results] == ["max copy", "max triad", "max read"]
+    size = results[0].bytes_moved // 2
+    assert [r.bytes_moved for r in results] == [2 * size, 3 * size, size]
+    for r in results:
+        assert r.seconds > 0 and r.gb_per_s == pytest.approx(r.bytes_moved / r.seconds / 1e9)
 
 
 def test_probe_arrays_outgrow_the_cache_when_the_working_set_does():

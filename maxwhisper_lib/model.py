@@ -84,10 +84,23 @@ def weight_registry(
 
 
 class MaxAudioFeatures:
-    """Encoder output ``(batch, n_audio_ctx, width)`` resident on the model's device."""
+    """Encoder output ``(batch, n_audio_ctx, width)`` resident on the model's device, and, once a
+    decoding session asked for them, every window's cross-attention keys/values (the row kernels'
+    per-window layout), which later sessions on the same windows reuse: one batch of windows is
+    decoded in several sessions when its prompts differ in length or a window falls back to a
+    higher temperature."""
 
     def __init__(self, buffer: Buffer) -> None:
         self.buffer = buffer
+        self._cross_per_window: list[Buffer] | None = None
+
+    def cross_per_window(self, model: MaxWhisper) -> list[Buffer]:
+        """Each block's cross keys and values for every window, ``(windows, heads, ctx,
+        head_width)``, computed on the first call."""
+        if self._cross_per_window is None:
+            every_window = model.to_device(np.arange(self.batch_size, dtype=np.int64))
+            self._cross_per_window = model.run("cross_kv", self.buffer, every_window)
+        return self._cross_per_window
 
     @property
     def batch_size(self) -> int:
@@ -108,10 +121,11 @@ class MaxDecoderSession:
         # Row kernels: keys/values once per window, each sequence reads its window's (beams of
         # one window share them); otherwise one copy per sequence.
         self.per_window = model.row_kernels
-        source = (
-            model.to_device(np.arange(audio.batch_size)) if self.per_window else self._rows_buffer
+        self.cross = (
+            audio.cross_per_window(model)
+            if self.per_window
+            else model.run("cross_kv", audio.buffer, self._rows_buffer)
         )
-        self.cross = model.run("cross_kv", audio.buffer, source)
         device = runtime.get_device(model.device_name)
         self.caches = [
             runtime.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)

@@ -433,3 +433,20 @@ def test_options_openai_whisper_accepts_are_valid():
         {"suppress_tokens": None, "without_timestamps": True},
     ]:
         assert validate_options(DecodingOptions(**options), BASE).temperature >= 0
+
+
+@pytest.mark.slow
+def test_sessions_on_the_same_windows_share_their_cross_keys_values(max_tiny, jfk_mel):
+    """Windows decoded in several sessions (prompts of different lengths, fallbacks) get their
+    cross-attention keys/values computed once; a session on fresh features gives the same
+    logits as one reusing them."""
+    windows = np.stack([jfk_mel, jfk_mel[:, ::-1].copy()])
+    audio = max_tiny.embed_audio(windows)
+    first = max_tiny.start_decoding(audio, np.array([0, 1]))
+    second = max_tiny.start_decoding(audio, np.array([1]))
+    assert second.cross is first.cross
+    prompt = np.array([[50257, 50362, 50363]])
+    reused = second.logits(prompt)
+    fresh = max_tiny.start_decoding(max_tiny.embed_audio(windows), np.array([1])).logits(prompt)
+    np.testing.assert_array_equal(reused, fresh)
+    assert not np.array_equal(reused, first.logits(np.repeat(prompt, 2, axis=0))[:1])

@@ -7,7 +7,8 @@ here are spans of the original audio, each at most one 30-second window long:
 * with voice activity detection, Silero's speech chunks (split at 30 s, as faster-whisper's
   batched pipeline asks of the VAD) merged in order while the span from the first one's start to
   the last one's end fits in 30 s: the silence between merged chunks stays, so every time the
-  decoder gives is already on the original timeline;
+  decoder gives is already on the original timeline; a pause of up to 2 s before a span joins
+  it (see :func:`speech_spans`);
 * without it, the clips of ``clip_timestamps`` (the whole file by default) cut every 30 s.
 
 Each span is transcribed by openai-whisper's seek loop restricted to it (a span whose last
@@ -45,10 +46,19 @@ def batched_vad_parameters(parameters: VadParameters | dict | None) -> VadParame
     )
 
 
+LEAD_IN_FRAMES = VadParameters().min_silence_duration_ms * SAMPLE_RATE // 1000 // HOP_LENGTH
+"""The longest gap before a span that the span takes in (2 s: the VAD's default minimum silence
+for sequential decoding, which would not cut a shorter pause at all)."""
+
+
 def speech_spans(speech: Sequence[dict], content_frames: int) -> list[Span]:
     """Speech chunks (``{"start", "end"}`` in samples) merged into spans of at most one window:
     a chunk joins the current span while the span, from its first chunk's start to this
-    chunk's end, stays within :data:`N_FRAMES` frames."""
+    chunk's end, stays within :data:`N_FRAMES` frames. Then each span starts where the one
+    before ended (the first at the file's start) when that gap is at most
+    :data:`LEAD_IN_FRAMES` and the span stays within one window: the decoder sees the lead-in
+    the sequential loop would show it (that cost the osr clip "gold" -> "golden" at its start),
+    while longer non-speech stays out."""
     spans: list[Span] = []
     for chunk in speech:
         start = min(chunk["start"] // HOP_LENGTH, content_frames)
@@ -62,6 +72,11 @@ def speech_spans(speech: Sequence[dict], content_frames: int) -> list[Span]:
             spans.append((start, start + N_FRAMES))
             start += N_FRAMES
         spans.append((start, end))
+    previous_end = 0
+    for i, (start, end) in enumerate(spans):
+        if 0 < start - previous_end <= LEAD_IN_FRAMES:
+            spans[i] = (max(previous_end, end - N_FRAMES), end)
+        previous_end = end
     return spans
 
 
@@ -102,6 +117,7 @@ def merge_results(results: Sequence[dict], spans: Sequence[Span], language: str 
 
 __all__ = [
     "BATCHED_VAD_SILENCE_MS",
+    "LEAD_IN_FRAMES",
     "Span",
     "batched_vad_parameters",
     "clip_spans",

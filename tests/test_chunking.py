@@ -9,6 +9,7 @@ import pytest
 from maxwhisper_lib.audio import load_audio
 from maxwhisper_lib.chunking import (
     BATCHED_VAD_SILENCE_MS,
+    LEAD_IN_FRAMES,
     batched_vad_parameters,
     clip_spans,
     merge_results,
@@ -54,8 +55,19 @@ def test_speech_chunks_merge_into_spans_of_at_most_one_window():
         {"start": 600_000, "end": 1_200_000},  # 37.5 .. 75 s, past the content: cut at 30 s
     ]
     spans = speech_spans(chunks, content_frames=7_000)
-    assert spans == [(100, 2000), (2100, 3226), (3750, 6750), (6750, 7000)]
+    # pauses of at most 2 s before a span join it (the file's first second, 20 .. 21 s);
+    # the 5.24 s before 37.5 s stays out
+    assert LEAD_IN_FRAMES == 200
+    assert spans == [(0, 2000), (2000, 3226), (3750, 6750), (6750, 7000)]
     assert all(0 < end - start <= N_FRAMES for start, end in spans)
+
+
+def test_a_lead_in_never_makes_a_span_longer_than_a_window():
+    chunks = [  # samples
+        {"start": 1_600, "end": 160_000},  # 0.1 .. 10 s: the file's first 0.1 s joins
+        {"start": 184_000, "end": 656_000},  # 11.5 .. 41 s: a 1.5 s pause before it, but only
+    ]  # 0.5 s of it fits one window with the span
+    assert speech_spans(chunks, content_frames=5_000) == [(0, 1000), (1100, 4100)]
 
 
 def test_clips_are_cut_every_30_seconds():

@@ -74,14 +74,15 @@ class VadParameters:
 
 
 def _silero():
+    """faster-whisper's ``SpeechTimestampsMap``, or the error that says how to install it."""
     try:
-        from faster_whisper.vad import SpeechTimestampsMap, get_vad_model
+        from faster_whisper.vad import SpeechTimestampsMap
     except ImportError as error:  # pragma: no cover - the vad extra is installed by make
         raise DecodingOptionsError(
             "vad_filter needs Silero VAD as faster-whisper ships it: "
             "pip install 'maxwhisper-lib[vad]'"
         ) from error
-    return SpeechTimestampsMap, get_vad_model
+    return SpeechTimestampsMap
 
 
 @functools.cache
@@ -275,7 +276,7 @@ class SpeechTimeline:
     """Maps times on the joined speech back to the original audio."""
 
     def __init__(self, chunks: list[dict]) -> None:
-        SpeechTimestampsMap, _ = _silero()
+        SpeechTimestampsMap = _silero()
         self.chunks = chunks
         self._map = SpeechTimestampsMap(chunks, SAMPLE_RATE)
 

@@ -45,9 +45,8 @@ def block_without_self_attention(
     x, p, n_head, cross_k, cross_v, mask, past=None, cross_rows=None, cache=None
 ):
     _q, k_t, v = L.self_attention_qkv(L.layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    x = x + L.linear(
-        L.merge_heads(v), p, "attn.out", int(x.shape[-1])
-    )  # projections kept, attention dropped
+    # projections kept, attention dropped
+    x = x + L.linear(L.merge_heads(v), p, "attn.out", int(x.shape[-1]))
     if cache is not None:  # the step graph stores nothing itself when the kernel would have
         k_t = v = None
     x, _ = L.cross_attention(x, p, n_head, cross_k, cross_v, cross_rows)

@@ -4,8 +4,9 @@
 
 Times, in one process and interleaved: MAX's matmul and NumPy's (OpenBLAS) at the encoder's
 linear-layer shapes (GFLOP/s), MAX's self-attention pieces at one layer's shape (scores,
-softmax, weighted values), and a whole 30-s window through MAX's encoder and openai-whisper's
-(PyTorch). The probe graphs compile together once (about a minute on 2 cores, cached after).
+softmax, weighted values, each its own graph) and whole (one graph, as the encoder runs it:
+MAX fuses the pieces, which costs much less than their sum), and a whole 30-s window through
+MAX's encoder and openai-whisper's (PyTorch). The probe graphs compile together once (about a minute on 2 cores, cached after).
 Run it on a quiet machine; compare ratios within one run only.
 """
 
@@ -21,7 +22,7 @@ from max.graph import DeviceRef, Graph, Module, TensorType, ops
 
 from maxwhisper_lib import runtime
 from maxwhisper_lib.benchmark.runs import alternating_medians
-from maxwhisper_lib.graphs.layers import attention_scores
+from maxwhisper_lib.graphs.layers import attend, attention_scores
 from maxwhisper_lib.model import MaxWhisper
 from maxwhisper_lib.weights import load_weights
 
@@ -58,6 +59,9 @@ def probe_graphs(model: MaxWhisper) -> Module:
         g.output(ops.softmax(g.inputs[0].tensor))
     with Graph("attention_values", input_types=[scores, heads], module=module) as g:
         g.output(g.inputs[0].tensor @ g.inputs[1].tensor)
+    with Graph("attention_whole", input_types=[heads, heads, heads], module=module) as g:
+        q, k, v = (value.tensor for value in g.inputs)
+        g.output(attend(attention_scores(q, ops.transpose(k, -1, -2)), v))
     return module
 
 
@@ -94,6 +98,7 @@ def main() -> None:
     calls["MAX attention scores (one layer)"] = lambda: probes["attention_scores"].execute(q, k)
     calls["MAX attention softmax (one layer)"] = lambda: probes["attention_softmax"].execute(s)
     calls["MAX attention values (one layer)"] = lambda: probes["attention_values"].execute(s, k)
+    calls["MAX attention whole (one layer)"] = lambda: probes["attention_whole"].execute(q, k, k)
 
     import torch
 

@@ -281,10 +281,15 @@ def step_sessions(
     return lambda: session.logits(token)
 
 
-def median_cached_positions(prompt_length: int, steps: int) -> int:
-    """Positions in the cache at the median of ``steps`` timed one-token steps after a prompt
-    (two untimed warm-up steps first), what the floor of :func:`decoder_steps` counts."""
-    return prompt_length + 2 + steps // 2
+STEP_TURN = 8
+"""Timed one-token steps an engine takes in a row in :func:`decoder_steps`."""
+
+
+def median_cached_positions(prompt_length: int, steps: int, turn: int = STEP_TURN) -> int:
+    """Positions in the cache at the median timed step of :func:`decoder_steps`: ``steps`` timed
+    one-token steps after a prompt, in turns of ``turn``, each turn after one untimed step."""
+    turns = -(-steps // turn)
+    return prompt_length + turns * (turn + 1) // 2
 
 
 def decoder_steps(
@@ -296,23 +301,31 @@ def decoder_steps(
     probe_gb_per_s: float | None = None,
     bytes_model=None,
     log: Callable[[str], None] | None = None,
+    turn: int = STEP_TURN,
 ) -> list[StepResult]:
-    """Each engine's median one-token step per batch size (``batch`` beams of one window; the
-    engines' steps interleaved one by one, so load on the machine hits them alike), with the
-    floor of the bytes ``bytes_model`` (a MaxWhisper; default: each MAX engine itself) must read
-    at the median step's cache length (:func:`median_cached_positions`)."""
-    cached = median_cached_positions(len(prompt), steps)
+    """Each engine's median one-token step per batch size (``batch`` beams of one window), with
+    the floor of the bytes ``bytes_model`` (a MaxWhisper; default: each MAX engine itself) must
+    read at the median step's cache length (:func:`median_cached_positions`).
+
+    The engines take turns of ``turn`` timed steps, so that load on the machine hits them alike;
+    each turn starts with one untimed step. Each engine's threads keep spinning for a while
+    after its calls: on two cores (2026-12-04) MAX's first step after PyTorch's took 10.8 ms at
+    batch 1 against 4.9 ms alone, PyTorch's first after MAX's 45 ms against 13 ms, and steps
+    interleaved one by one measured MAX 1.9x and PyTorch 1.2x slower than in turns of eight."""
+    cached = median_cached_positions(len(prompt), steps, turn)
     rows = []
     for batch in batch_sizes:
         step = {name: step_sessions(b, mel, batch, prompt) for name, b in engines.items()}
         times: dict[str, list[float]] = {name: [] for name in engines}
-        for _ in range(steps + 2):
+        for _ in range(-(-steps // turn)):
             for name, call in step.items():
-                start = time.perf_counter()
                 call()
-                times[name].append(time.perf_counter() - start)
+                for _ in range(turn):
+                    start = time.perf_counter()
+                    call()
+                    times[name].append(time.perf_counter() - start)
         for name, backend in engines.items():
-            seconds = statistics.median(times[name][2:])  # two warm-up steps left out
+            seconds = statistics.median(times[name])
             counter = bytes_model or (backend if hasattr(backend, "registry") else None)
             step_bytes = (
                 decoder_step_bytes(counter, batch, windows=1, cached=cached)["total"]
@@ -363,6 +376,7 @@ def measure_roofline(
         "probe_gb_per_s": bandwidth,
         "graph_bytes": graph_bytes(ours) if ours else [],
         "cached_positions": median_cached_positions(len(prompt), steps),
+        "step_turn": STEP_TURN,
         "steps": [{**asdict(r), "floor_ratio": r.floor_ratio} for r in rows],
     }
 

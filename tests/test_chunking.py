@@ -24,9 +24,11 @@ from maxwhisper_lib.vad import VadParameters
 
 SR = 16000
 LONG_CLIPS = [c.id for c in load_manifest() if c.has_reference and c.duration > 30]
-WER_COST_POINTS = 5.0
-"""Batched WER may exceed sequential WER by this many points on a long dev clip (the issue's
-1-point target is measured and reported by the long-audio benchmark, not asserted)."""
+WER_COST_POINTS = 1.5
+"""Batched WER may exceed sequential WER by this many points on a long dev clip. The issue asks
+for 1 point; batched decoding measures +1.35 on osr (one word of 74: "storms"), +1.08 on lj028
+and 0 on lj023 (reports/cpu-2core-tiny.en-long-audio-lead-in): a second wrong word on any of
+them fails this test."""
 
 
 def test_batched_vad_keeps_speech_chunks_within_one_window():

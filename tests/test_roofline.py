@@ -88,3 +88,39 @@ def test_last_level_cache_is_read_from_sysfs():
         assert size is None
     else:
         assert size is not None and size >= 256 << 10  # at least a second-level cache
+
+
+class _RecordingBackend:
+    """A backend whose decoding session logs every call (engine name, tokens fed)."""
+
+    def __init__(self, name: str, log: list[tuple[str, int]]) -> None:
+        self.name, self.log = name, log
+
+    def embed_audio(self, mel):
+        return mel
+
+    def start_decoding(self, audio, rows):
+        backend = self
+
+        class Session:
+            def logits(self, tokens):
+                backend.log.append((backend.name, int(np.asarray(tokens).shape[1])))
+                return np.zeros((len(rows), 4), np.float32)
+
+        return Session()
+
+
+def test_decoder_steps_time_engines_in_turns_after_an_untimed_step():
+    log: list[tuple[str, int]] = []
+    engines = {name: _RecordingBackend(name, log) for name in ("a", "b")}
+    prompt = [1, 2, 3]
+    rows = roofline.decoder_steps(
+        engines, np.zeros((80, 3000), np.float32), prompt, batch_sizes=[2], steps=6, turn=4
+    )
+    assert [(r.engine, r.batch) for r in rows] == [("a", 2), ("b", 2)]
+    steps = [name for name, fed in log if fed == 1]
+    assert [name for name, fed in log if fed == len(prompt)] == ["a", "b"]  # each prompt once
+    # two turns each (6 steps in turns of 4), every turn one untimed step and four timed
+    assert steps == ["a"] * 5 + ["b"] * 5 + ["a"] * 5 + ["b"] * 5
+    # the median timed step sees the prompt and half of the ten steps before it
+    assert roofline.median_cached_positions(len(prompt), 6, 4) == len(prompt) + 5

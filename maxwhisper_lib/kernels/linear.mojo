@@ -155,29 +155,7 @@ def _tile[wdt: DType, //, mb: Int, has_bias: Bool](
             out.unsafe_store(3, s3)
 
 
-@always_inline
-def _rows_block[wdt: DType, //, mb: Int, has_bias: Bool](
-    yp: Pointer[mut=True, Float32, ...],
-    xp: Pointer[Float32, ...],
-    wp: Pointer[Scalar[wdt], ...],
-    bp: Pointer[Float32, ...],
-    m: Int,
-    k: Int,
-    n: Int,
-    m0: Int,
-    n0: Int,
-):
-    """Rows m0 .. m0 + mb - 1 of x against the tile of weight rows from n0: with at most
-    SEQUENTIAL_MAX_X_ROWS rows in x, each weight row front to back, one after the other (memory
-    in address order); else the tile's rows side by side."""
-    if m <= SEQUENTIAL_MAX_X_ROWS:
-        for nr in range(n0, min(n, n0 + ROWS_PER_TILE)):
-            _row[mb, has_bias](yp, xp, wp, bp, k, n, m0, nr)
-    else:
-        _tile[mb, has_bias](yp, xp, wp, bp, k, n, m0, n0)
-
-
-def _product_tiles[wdt: DType, //, has_bias: Bool](
+def product_tiles[wdt: DType, //, has_bias: Bool](
     yp: Pointer[mut=True, Float32, ...],
     xp: Pointer[Float32, ...],
     wp: Pointer[Scalar[wdt], ...],
@@ -199,18 +177,30 @@ def _product_tiles[wdt: DType, //, has_bias: Bool](
             for e in range(ahead * k, stop, line):
                 prefetch[PrefetchOptions().for_read().high_locality()](wp.unsafe_offset(e))
         var n0 = t * ROWS_PER_TILE
+        if m <= SEQUENTIAL_MAX_X_ROWS:  # each weight row front to back, one after the other
+            for nr in range(n0, min(n, n0 + ROWS_PER_TILE)):
+                var m0 = 0
+                while m0 + MAX_X_ROWS <= m:
+                    _row[MAX_X_ROWS, has_bias](yp, xp, wp, bp, k, n, m0, nr)
+                    m0 += MAX_X_ROWS
+                if m - m0 >= 2:
+                    _row[2, has_bias](yp, xp, wp, bp, k, n, m0, nr)
+                    m0 += 2
+                if m - m0 == 1:
+                    _row[1, has_bias](yp, xp, wp, bp, k, n, m0, nr)
+            continue
         var m0 = 0
         while m0 + MAX_X_ROWS <= m:
-            _rows_block[MAX_X_ROWS, has_bias](yp, xp, wp, bp, m, k, n, m0, n0)
+            _tile[MAX_X_ROWS, has_bias](yp, xp, wp, bp, k, n, m0, n0)
             m0 += MAX_X_ROWS
         if m - m0 >= 2:
-            _rows_block[2, has_bias](yp, xp, wp, bp, m, k, n, m0, n0)
+            _tile[2, has_bias](yp, xp, wp, bp, k, n, m0, n0)
             m0 += 2
         if m - m0 == 1:
-            _rows_block[1, has_bias](yp, xp, wp, bp, m, k, n, m0, n0)
+            _tile[1, has_bias](yp, xp, wp, bp, k, n, m0, n0)
 
 
-def _tile_count(n: Int) -> Int:
+def tile_count(n: Int) -> Int:
     """How many tiles of ROWS_PER_TILE weight rows cover n rows."""
     return (n + ROWS_PER_TILE - 1) // ROWS_PER_TILE
 
@@ -232,13 +222,13 @@ def _linear_rows[has_bias: Bool](
     var yp = y.unsafe_ptr()
     var bp = b.unsafe_ptr()
     var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
-    var n_tiles = _tile_count(n)
+    var n_tiles = tile_count(n)
     var n_tasks = max(1, min(parallelism_level(cpu_ctx), n_tiles))
 
     # Contiguous runs of tiles, one per worker: each streams its own part of w.
     def task(i: Int) {var xp, var wp, var yp, var bp, var m, var k, var n, var n_tiles, var n_tasks}:
         var per_task = (n_tiles + n_tasks - 1) // n_tasks
-        _product_tiles[has_bias](
+        product_tiles[has_bias](
             yp, xp, wp, bp, m, k, n, i * per_task, min(n_tiles, (i + 1) * per_task)
         )
 

@@ -50,7 +50,8 @@ test-fast: env
 # tiny.en's CPU graphs, float32 and int8, compiled for the portable x86-64-v3 target,
 # xz-compressed into maxwhisper_lib/precompiled/ (shipped: a fresh machine transcribes without
 # compiling). Re-run it after changing a graph or kernel source (about 6 minutes on 2 cores); a
-# test says when it is due.
+# test says when it is due. Run it on an AVX2 machine: on an AVX-512 host MAX 26.7 made wrong
+# x86-64-v3 code (the build is checked on a clip afterwards and removed if it is wrong).
 precompile-cpu: env
 	rm -f maxwhisper_lib/precompiled/*.mef.xz maxwhisper_lib/precompiled/*.json
 	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3  # dtypes: precompile.SHIPPED_DTYPES

@@ -14,7 +14,9 @@ own ``~/.cache/modular/maxwhisper/``) reads them back instead of compiling:
 **Portable CPU build** (``--target cpu:x86-64-v3``, ``make precompile-cpu``): the CPU graphs
 compiled for an LLVM CPU target instead of this machine (``max.driver.set_virtual_cpu_target``),
 written xz-compressed as ``<key>.mef.xz`` + ``<key>.json`` into ``--output`` (default: the
-package's ``precompiled/`` folder, which ships them: :mod:`maxwhisper_lib.compiled`).
+package's ``precompiled/`` folder, which ships them: :mod:`maxwhisper_lib.compiled`). A build
+written there is then run on a clip (:mod:`maxwhisper_lib.verify_build`) and removed if its
+transcript is wrong: MAX 26.7 made wrong x86-64-v3 code on an AVX-512 host.
 **Native CPU build** (``--target cpu``): compiled for this machine into its store, e.g. on an
 AVX-512 machine that would otherwise use the portable build.
 
@@ -148,14 +150,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     output = args.output
     if output is None and api == "cpu" and arch:
-        from .compiled import SHIPPED_DIR
-
-        output = SHIPPED_DIR
+        output = _shipped_dir()
     start = time.perf_counter()
-    for path in precompile(args.model, args.target, dtypes, output):
+    written = precompile(args.model, args.target, dtypes, output)
+    for path in written:
         print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB")
     print(f"compiled for {args.target} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if api == "cpu" and arch and output is not None and output == _shipped_dir():
+        return _verify_shipped(args.model, dtypes, written)
     return 0
+
+
+def _shipped_dir() -> Path:
+    from .compiled import SHIPPED_DIR
+
+    return SHIPPED_DIR
+
+
+def _verify_shipped(model: str, dtypes: Sequence[str], written: Sequence[Path]) -> int:
+    """Run the new shipped build on a clip (:mod:`maxwhisper_lib.verify_build`); if it is
+    wrong, remove its files, and their uncompressed copies in this machine's compiled-model
+    store (which later processes would use), so that it can neither ship nor run."""
+    from .compiled import store_dir
+    from .verify_build import check_in_fresh_store
+
+    check = check_in_fresh_store(model, dtypes)
+    print(check.stdout.strip(), file=sys.stderr)
+    if check.returncode == 0:
+        return 0
+    for path in written:
+        path.unlink(missing_ok=True)
+        key = path.name.removesuffix(".mef.xz").removesuffix(".json")
+        for stored in (store_dir() / f"{key}.mef", store_dir() / f"{key}.json"):
+            stored.unlink(missing_ok=True)
+    print(
+        "the shipped build computes wrong transcripts (above) and was removed: MAX 26.7 makes "
+        "wrong x86-64-v3 code on some hosts (an AVX-512 Xeon, 2026-12-04); build it on an AVX2 "
+        "machine (`git checkout maxwhisper_lib/precompiled` restores the committed one)\n"
+        + check.stderr[-2000:],
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

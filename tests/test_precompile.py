@@ -63,3 +63,47 @@ def test_tiny_en_compiles_for_a_gpu_this_machine_does_not_have(tmp_path):
         assert (tmp_path / "maxwhisper" / f"{stem}.mef").stat().st_size > 100_000
         graphs.update(json.loads((tmp_path / "maxwhisper" / f"{stem}.json").read_text()))
     assert {"encoder", "cross_kv", "decoder_step", "log_mel_piece", "greedy_select"} <= set(graphs)
+
+
+def _fake_build(monkeypatch, tmp_path, verdict: int):
+    """main() for the shipped CPU target with the compile and the check replaced: the files it
+    'wrote' and what it returned."""
+    import maxwhisper_lib.precompile as precompile_module
+    import maxwhisper_lib.verify_build as verify_build
+
+    written = [tmp_path / "key.mef.xz", tmp_path / "key.json"]
+    store = tmp_path / "cache" / "maxwhisper"
+    store.mkdir(parents=True)
+    monkeypatch.setenv("MODULAR_CACHE_DIR", str(tmp_path / "cache"))
+    for path in [*written, store / "key.mef", store / "key.json", store / "other.mef"]:
+        path.write_bytes(b"x")
+    checks = []
+
+    def fake_check(model, dtypes):
+        checks.append((model, list(dtypes)))
+        line = "ok float32: ..." if verdict == 0 else "FAIL float32: jfk not token-identical"
+        return subprocess.CompletedProcess([], verdict, stdout=line, stderr="")
+
+    monkeypatch.setattr(precompile_module, "precompile", lambda *args: written)
+    monkeypatch.setattr(precompile_module, "_shipped_dir", lambda: tmp_path)
+    monkeypatch.setattr(verify_build, "check_in_fresh_store", fake_check)
+    code = main(["--target", "cpu:x86-64-v3", "--dtypes", "float32"])
+    assert checks == [("tiny.en", ["float32"])]
+    return written, code
+
+
+def test_a_shipped_build_that_transcribes_right_is_kept(monkeypatch, tmp_path, capsys):
+    written, code = _fake_build(monkeypatch, tmp_path, verdict=0)
+    assert code == 0 and all(path.is_file() for path in written)
+    assert (tmp_path / "cache" / "maxwhisper" / "key.mef").is_file()
+    assert "ok float32" in capsys.readouterr().err
+
+
+def test_a_shipped_build_that_transcribes_wrong_is_removed(monkeypatch, tmp_path, capsys):
+    written, code = _fake_build(monkeypatch, tmp_path, verdict=1)
+    assert code == 1 and not any(path.exists() for path in written)
+    store = tmp_path / "cache" / "maxwhisper"
+    assert sorted(p.name for p in store.iterdir()) == ["other.mef"]  # the store's copy is gone too
+    err = capsys.readouterr().err
+    assert "FAIL float32: jfk not token-identical" in err
+    assert "computes wrong transcripts (above) and was removed" in err

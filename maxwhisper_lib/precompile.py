@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in written:
         print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB")
     print(f"compiled for {args.target} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    if api == "cpu" and arch and output is not None and output == _shipped_dir():
+    if api == "cpu" and arch and output == _shipped_dir():
         return _verify_shipped(args.model, dtypes, written)
     return 0
 

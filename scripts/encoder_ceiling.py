@@ -6,8 +6,8 @@ Times, in one process and interleaved: MAX's matmul and NumPy's (OpenBLAS) at th
 linear-layer shapes (GFLOP/s), MAX's self-attention pieces at one layer's shape (scores,
 softmax, weighted values, each its own graph) and whole (one graph, as the encoder runs it:
 MAX fuses the pieces, which costs much less than their sum), and a whole 30-s window through
-MAX's encoder and openai-whisper's (PyTorch). The probe graphs compile together once (about a minute on 2 cores, cached after).
-Run it on a quiet machine; compare ratios within one run only.
+MAX's encoder and openai-whisper's (PyTorch). The probe graphs compile together once (about a
+minute on 2 cores, cached after). Run it on a quiet machine; compare ratios within one run only.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ product) and :class:`maxwhisper_lib.reference.TorchBackend` (openai-whisper's Py
 reference the tests compare against). Decoding, long-form transcription and word timestamps are
 written once against the protocols.
 
-One optional capability: a backend whose ``device_greedy`` is true has sessions with
-``greedy_step(tokens, mask, rules) -> (tokens, logprobs)``, and greedy decoding at temperature 0
-then chooses every token after the first on the device instead of copying the logits to the host
-(:mod:`maxwhisper_lib.graphs.selection`; MaxWhisper's default on a GPU).
+One optional capability: a backend whose ``device_loop`` is true has sessions with
+``decode_greedy(initial, sot_index, steps, masks, settings)``, and greedy decoding at
+temperature 0 then runs whole on the device, filters, choice and their state included, instead
+of copying each step's logits to the host (:mod:`maxwhisper_lib.graphs.loop`,
+:mod:`maxwhisper_lib.greedy_loop`; MaxWhisper's default).
 """
 
 from __future__ import annotations

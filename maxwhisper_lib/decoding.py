@@ -203,16 +203,30 @@ class LogitFilters:
     def masks(self, n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
         """The part of :meth:`apply` that does not depend on the tokens so far, as additive
         float32 masks ``(n_vocab,)`` (0 or ``-inf``) for the first sampled token and for the
-        later ones; the rest is :meth:`row_rules` (together: the inputs of
-        :mod:`~maxwhisper_lib.graphs.selection`)."""
+        later ones; the rest is the timestamp rules of :meth:`row_rules` (what the device loop
+        keeps per sequence: :mod:`maxwhisper_lib.graphs.selection`)."""
         first, later = np.zeros((2, 1, n_vocab), dtype=np.float32)
         self._suppress_fixed(first, first=True)
         self._suppress_fixed(later, first=False)
         return first[0], later[0]
 
+    def settings(self, n_vocab: int, no_speech: int = -1) -> np.ndarray:
+        """The decode's fixed integers for the device loop
+        (:data:`~maxwhisper_lib.graphs.selection.SETTINGS`), with the ``no_speech`` token id
+        (-1: none). The loop's graphs take the timestamps to be the last 1501 ids of the
+        vocabulary, as in every Whisper vocabulary: ValueError otherwise."""
+        if n_vocab - self.timestamp_begin != 1501:
+            raise ValueError(
+                f"timestamps start at {self.timestamp_begin} of {n_vocab} tokens: not the last "
+                "1501 ids, which the device loop assumes"
+            )
+        return np.array([self.eot, int(self.timestamps), no_speech], dtype=np.int64)
+
     def row_rules(self, tokens: np.ndarray) -> np.ndarray:
         """What :meth:`apply` decides per sequence from ``tokens`` ``(batch, length)``, as the
-        integers of :data:`~maxwhisper_lib.graphs.selection.RULE_COLUMNS` ``(batch, 6)``."""
+        integers ``(batch, 6)``: block every timestamp (0/1), block every text token (0/1), the
+        first timestamp token still allowed (0: any), the timestamp-mass rule on (0/1), the first
+        timestamp token id and the end-of-text id."""
         return self._sampled_rules(tokens[:, self.sample_begin :])
 
     def _suppress_fixed(self, logits: np.ndarray, first: bool) -> None:
@@ -236,7 +250,7 @@ class LogitFilters:
         """Timestamps come in pairs (except just before EOT) and never decrease: per sequence
         of ``sampled`` tokens, whether a pair just closed (timestamps blocked), whether one is
         open (text blocked), and the first timestamp still allowed (0: any), with the timestamp
-        rules' switch and the token ids they need (:data:`~maxwhisper_lib.graphs.selection.RULE_COLUMNS`)."""
+        rules' switch and the token ids they need (:meth:`row_rules`)."""
         n, k = sampled.shape
         rules = np.zeros((n, 6), dtype=np.int64)
         rules[:, 4], rules[:, 5] = self.timestamp_begin, self.eot
@@ -626,47 +640,24 @@ class DecodingTask:
             audio, np.repeat(np.array(rows, dtype=np.int64), self.n_group)
         )
         filters = self.logit_filters(sample_begin)
-        on_device = (
-            isinstance(self.decoder, GreedyDecoder)
-            and self.decoder.temperature == 0
-            and getattr(self.backend, "device_greedy", False)
-        )
-        later_mask = filters.masks(self.backend.dims.n_vocab)[1] if on_device else None
         sum_logprobs = np.zeros(n, dtype=np.float32)
-        no_speech_probs = np.full(n, np.nan)
-        scratch = np.empty((n, self.backend.dims.n_vocab), dtype=np.float32)
         self.decoder.reset(n_audio)
-        length = sample_begin
-        for step in range(self.sample_len):
-            if on_device and step > 0:  # the logits stay on the device: only tokens come back
-                chosen, logprobs = session.greedy_step(
-                    tokens[:, length - 1 : length],
-                    later_mask,
-                    filters.row_rules(tokens[:, :length]),
-                )
-                next_tokens, sources, completed = self.decoder.take(
-                    tokens[:, :length], chosen, logprobs, sum_logprobs
-                )
-            else:
-                if step == 0:
-                    out = session.logits(tokens[:, :length], positions=(sot_index, -1))
-                    if self.tokenizer.no_speech is not None:
-                        no_speech_probs = softmax_at(out[:, 0], self.tokenizer.no_speech)
-                    logits = np.array(out[:, 1], dtype=np.float32)
-                else:
-                    out = session.logits(tokens[:, length - 1 : length])
-                    logits = np.array(out[:, 0], dtype=np.float32)
-                filters.apply(logits, tokens[:, :length])
-                next_tokens, sources, completed = self.decoder.update(
-                    tokens[:, :length], logits, sum_logprobs, scratch
-                )
-            if sources is not None:
-                tokens[:, :length] = tokens[sources, :length]
-                session.reorder(sources)
-            tokens[:, length] = next_tokens
-            length += 1
-            if completed or length > self.n_ctx:
-                break
+        if self._on_device():
+            masks = filters.masks(self.backend.dims.n_vocab)
+            no_speech = self.tokenizer.no_speech
+            settings = filters.settings(
+                self.backend.dims.n_vocab, -1 if no_speech is None else no_speech
+            )
+            greedy = session.decode_greedy(
+                tokens[:, :sample_begin], sot_index, self.sample_len, masks, settings
+            )
+            length = greedy.tokens.shape[1]
+            tokens[:, :length] = greedy.tokens
+            sum_logprobs, no_speech_probs = greedy.sum_logprobs, greedy.no_speech_probs
+        else:
+            length, no_speech_probs = self._host_loop(
+                session, filters, tokens, sample_begin, sot_index, sum_logprobs
+            )
 
         candidates, candidate_logprobs = self.decoder.finalize(
             tokens[:, :length], sum_logprobs.reshape(n_audio, self.n_group)
@@ -683,6 +674,53 @@ class DecodingTask:
             avg_logprob = candidate_logprobs[i][best] / (len(chosen) + 1)
             decoded.append((chosen, avg_logprob, float(no_speech_probs[i * self.n_group])))
         return decoded
+
+    def _on_device(self) -> bool:
+        """Whether this decode runs on the device's greedy loop: greedy at temperature 0 on a
+        backend that has one (:meth:`maxwhisper_lib.model.MaxDecoderSession.decode_greedy`)."""
+        return (
+            isinstance(self.decoder, GreedyDecoder)
+            and self.decoder.temperature == 0
+            and getattr(self.backend, "device_loop", False)
+        )
+
+    def _host_loop(
+        self,
+        session: DecoderSession,
+        filters: LogitFilters,
+        tokens: np.ndarray,
+        sample_begin: int,
+        sot_index: int,
+        sum_logprobs: np.ndarray,
+    ) -> tuple[int, np.ndarray]:
+        """The token loop over each step's logits on the host (sampling, beam search, the
+        reference engine): fills ``tokens`` and ``sum_logprobs``; the length reached and the
+        no-speech probabilities."""
+        n = len(tokens)
+        no_speech_probs = np.full(n, np.nan)
+        scratch = np.empty((n, self.backend.dims.n_vocab), dtype=np.float32)
+        length = sample_begin
+        for step in range(self.sample_len):
+            if step == 0:
+                out = session.logits(tokens[:, :length], positions=(sot_index, -1))
+                if self.tokenizer.no_speech is not None:
+                    no_speech_probs = softmax_at(out[:, 0], self.tokenizer.no_speech)
+                logits = np.array(out[:, 1], dtype=np.float32)
+            else:
+                out = session.logits(tokens[:, length - 1 : length])
+                logits = np.array(out[:, 0], dtype=np.float32)
+            filters.apply(logits, tokens[:, :length])
+            next_tokens, sources, completed = self.decoder.update(
+                tokens[:, :length], logits, sum_logprobs, scratch
+            )
+            if sources is not None:
+                tokens[:, :length] = tokens[sources, :length]
+                session.reorder(sources)
+            tokens[:, length] = next_tokens
+            length += 1
+            if completed or length > self.n_ctx:
+                break
+        return length, no_speech_probs
 
 
 def decode(

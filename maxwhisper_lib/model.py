@@ -6,7 +6,9 @@ decoder's linear layers and cross-attention run as MAX-Whisper's Mojo kernels ov
 at the checkpoint's precision (``row_kernels``; float16 widened exactly, float32 accumulation).
 Every tensor that decoding keeps between calls (audio features, cross-attention keys/values, the
 self-attention cache) stays on the model's device; only tokens go in and only requested logits
-come out.
+come out. Greedy decoding at temperature 0 goes further: the logit filters, the choice and their
+state run in the step graph too (:mod:`maxwhisper_lib.graphs.loop`,
+:mod:`maxwhisper_lib.greedy_loop`), and only the chosen tokens come back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,9 @@ from .graphs.decoder import (
 )
 from .graphs.encoder import build_encoder_graph
 from .graphs.kernels import KERNEL_EXTENSIONS
+from .graphs.loop import build_decode_start_graph, build_decode_step_graph
 from .graphs.mel import build_log_mel_piece_graph
-from .graphs.selection import build_greedy_select_graph
+from .greedy_loop import GreedyLoop, GreedyResult
 from .mel import default_stft_dtype, mel_filters
 from .weight_mapping import map_weights, row_weight_dtype
 from .weights.canonical import WhisperWeights
@@ -50,10 +52,12 @@ if TYPE_CHECKING:
 
 GraphBuilder = Callable[[ModelDimensions, DType, DeviceRef], Graph]
 
-ROW_KERNEL_GRAPHS = frozenset({"decoder_step", "reorder", "alignment"})
+DECODER_GRAPHS = frozenset({"decoder_step", "decode_start", "decode_step", "alignment"})
+"""Graphs that run the decoder's layers."""
+ROW_KERNEL_GRAPHS = DECODER_GRAPHS | {"reorder"}
 """Graphs built for the row kernels when the model uses them (they take ``row_dtype``)."""
 
-INT8_GRAPHS = frozenset({"encoder", "cross_kv", "decoder_step", "alignment"})
+INT8_GRAPHS = DECODER_GRAPHS | {"encoder", "cross_kv"}
 """Graphs whose linear layers run the int8 kernel in the int8 mode (they take ``int8``)."""
 
 LOG_MEL_PIECE = "log_mel_piece"
@@ -64,6 +68,8 @@ GRAPHS: dict[str, GraphBuilder] = {
     "encoder": build_encoder_graph,
     "cross_kv": build_cross_kv_graph,
     "decoder_step": build_decoder_step_graph,
+    "decode_start": build_decode_start_graph,
+    "decode_step": build_decode_step_graph,
     "reorder": build_reorder_graph,
     "alignment": build_alignment_graph,
 }
@@ -126,15 +132,33 @@ class MaxDecoderSession:
             if self.per_window
             else model.run("cross_kv", audio.buffer, self._rows_buffer)
         )
-        device = runtime.get_device(model.device_name)
-        self.caches = [
-            runtime.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
-            for t in cache_types(
-                model.dims, model.dtype, DeviceRef.from_device(device), rows=self.per_window
-            )
-        ]
+        self._caches: list[Buffer] | None = None
         self._length = 0
-        self._mask: tuple[np.ndarray, Buffer] | None = None  # greedy_step's mask, uploaded
+
+    @property
+    def caches(self) -> list[Buffer]:
+        """The self-attention key/value buffers, zeroed on first use (a GPU's greedy loop
+        decodes in buffers of its own)."""
+        if self._caches is None:
+            device = runtime.get_device(self.model.device_name)
+            self._caches = [
+                runtime.zeros([len(self.rows), *(int(d) for d in t.shape[1:])], t.dtype, device)
+                for t in cache_types(
+                    self.model.dims,
+                    self.model.dtype,
+                    DeviceRef.from_device(device),
+                    rows=self.per_window,
+                )
+            ]
+        return self._caches
+
+    def rows_input(self) -> list[Buffer]:
+        """Each sequence's window, where the graphs take it (the CPU's per-window keys/values)."""
+        return [self._rows_buffer] if self.per_window else []
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` positions the caches now hold (written by a graph outside :meth:`logits`)."""
+        self._length += n
 
     @property
     def batch_size(self) -> int:
@@ -177,19 +201,22 @@ class MaxDecoderSession:
     def logits(self, tokens: np.ndarray, positions: Sequence[int] = (-1,)) -> np.ndarray:
         return runtime.host_float32(self._step(tokens, positions))
 
-    def greedy_step(
-        self, tokens: np.ndarray, mask: np.ndarray, rules: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Feed one token per sequence ``(batch, 1)`` and choose the next ones on the device:
-        the logits never leave it (:mod:`maxwhisper_lib.graphs.selection`). ``mask`` is one of
-        :meth:`~maxwhisper_lib.decoding.LogitFilters.masks` (uploaded once per array), ``rules``
-        :meth:`~maxwhisper_lib.decoding.LogitFilters.row_rules`. Returns the tokens ``(batch,)``
-        and their log-probabilities ``(batch,)``."""
-        if self._mask is None or self._mask[0] is not mask:
-            self._mask = (mask, self.model.to_device(np.ascontiguousarray(mask)))
-        out = self._step(tokens)
-        chosen, logprobs = self.model.greedy_select(out, self._mask[1], rules)
-        return chosen, logprobs
+    def decode_greedy(
+        self,
+        initial: np.ndarray,
+        sot_index: int,
+        steps: int,
+        masks: tuple[np.ndarray, np.ndarray],
+        settings: np.ndarray,
+    ) -> GreedyResult:
+        """Greedy decoding at temperature 0 with every token chosen on the device
+        (:mod:`maxwhisper_lib.greedy_loop`): from the prompts ``initial (batch, n_prompt)``,
+        ``<|startoftranscript|>`` at ``sot_index``, for at most ``steps`` tokens, under
+        :meth:`~maxwhisper_lib.decoding.LogitFilters.masks` and
+        :meth:`~maxwhisper_lib.decoding.LogitFilters.settings`."""
+        return self.model.greedy_loop.run(
+            self, np.asarray(initial, dtype=np.int64), sot_index, steps, *masks, settings
+        )
 
     def reorder(self, source_rows: np.ndarray) -> None:
         source = np.asarray(source_rows, dtype=np.int64)
@@ -215,7 +242,8 @@ class MaxWhisper:
         device: str = "auto",
         dtype: str = "float32",
         row_kernels: bool | None = None,
-        device_greedy: bool | None = None,
+        device_loop: bool = True,
+        capture: bool | None = None,
         shipped_build: bool = True,
         only_graphs: Iterable[str] | None = None,
     ) -> None:
@@ -249,11 +277,11 @@ class MaxWhisper:
         if self.only_graphs is not None and not set(self.only_graphs) <= set(ALL_GRAPHS):
             unknown = sorted(set(self.only_graphs) - set(ALL_GRAPHS))
             raise ValueError(f"unknown graphs {unknown}: choose among {list(ALL_GRAPHS)}")
-        self.device_greedy = self.device_name == "gpu" if device_greedy is None else device_greedy
-        """Greedy decoding chooses tokens on the device (:meth:`MaxDecoderSession.greedy_step`):
-        on by default on a GPU, where each step's logits would otherwise cross to the host."""
-        self._select: Model | None = None
-        self._vocab_ids: Buffer | None = None
+        self.device_loop = device_loop
+        """Greedy decoding at temperature 0 chooses every token on the device
+        (:meth:`MaxDecoderSession.decode_greedy`); off: the host loop over the step's logits."""
+        self._capture = capture
+        self._greedy_loop: GreedyLoop | None = None
         self.row_dtype = (
             DType.from_numpy(row_weight_dtype(weights)) if row_kernels else None
         )  # the decoder's weights on the device: the checkpoint's precision
@@ -298,30 +326,19 @@ class MaxWhisper:
         return self._models[name]
 
     def compile_only(self, stream=None) -> list[Path]:
-        """Compile every graph of the model (and, with ``device_greedy``, the selection graph)
-        into the compiled-model store without binding weights (what
-        :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
-        units = [(self._label(), self.compile_config(), self._build_graphs, self._extensions())]
-        if self.device_greedy:
-            units.append((*self._select_unit(), ()))
-        paths = []
-        for label, config, build, extensions in units:
-            compiled.compile_to_store(label, config, build, self.device_name, extensions, stream)
-            paths.append(compiled.store_path(config, self.device_name))
-        return paths
+        """Compile every graph of the model into the compiled-model store without binding
+        weights (what :mod:`maxwhisper_lib.precompile` runs for a virtual GPU); the MEF files."""
+        config = self.compile_config()
+        compiled.compile_to_store(
+            self._label(), config, self._build_graphs, self.device_name, self._extensions(), stream
+        )
+        return [compiled.store_path(config, self.device_name)]
 
     def _label(self) -> str:
         return f"{self.name} ({self.device_name}, {self.dtype_name})"
 
     def _extensions(self) -> Iterable[Path]:
         return KERNEL_EXTENSIONS if self.row_kernels else ()
-
-    def _select_unit(self) -> tuple[str, dict[str, object], Callable[[Module], dict[str, str]]]:
-        """The selection graph's label, store config and builder (float32 logits at every
-        dtype, so one per vocabulary and device)."""
-        config = {"graph": "greedy_select", "n_vocab": self.dims.n_vocab}
-        label = f"{self.name} greedy selection ({self.device_name})"
-        return label, config, partial(self._build_select_graph, self.dims.n_vocab)
 
     def compile_config(self) -> dict[str, object]:
         """What decides the compiled code, besides the sources and the device (see
@@ -453,32 +470,13 @@ class MaxWhisper:
         (features,) = self.run("encoder", mel)
         return MaxAudioFeatures(features)
 
-    def greedy_select(
-        self, logits: Buffer, mask: Buffer, rules: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The next tokens and their log-probabilities from a decoder step's logits on the
-        device (:func:`~maxwhisper_lib.graphs.selection.build_greedy_select_graph`, compiled
-        on first use as a module of its own, so the model's graphs stay as they are)."""
-        if self._select is None:
-            label, config, build = self._select_unit()
-            models, _ = compiled.load_models(label, config, build, self.device_name, {})
-            self._select = models["greedy_select"]
-            self._vocab_ids = self.to_device(np.arange(self.dims.n_vocab, dtype=np.int64))
-        start = time.perf_counter()
-        chosen, logprobs = self._select.execute(
-            logits,
-            mask,
-            self.to_device(np.ascontiguousarray(rules, dtype=np.int64)),
-            self._vocab_ids,
-        )
-        host = chosen if chosen.is_host else chosen.to(runtime.get_device("cpu"))
-        tokens, scores = host.to_numpy().copy(), runtime.host_float32(logprobs).copy()
-        self._count("greedy_select", start)
-        return tokens, scores
-
-    def _build_select_graph(self, n_vocab: int, module: Module) -> dict[str, str]:
-        graph = build_greedy_select_graph(n_vocab, runtime.device_ref(self.device_name), module)
-        return {"greedy_select": graph.name}
+    @property
+    def greedy_loop(self) -> GreedyLoop:
+        """The host side of greedy decoding on the device (one per model: on a GPU it keeps
+        the captured step graphs)."""
+        if self._greedy_loop is None:
+            self._greedy_loop = GreedyLoop(self, self._capture)
+        return self._greedy_loop
 
     def start_decoding(self, audio: MaxAudioFeatures, rows: np.ndarray) -> MaxDecoderSession:
         return MaxDecoderSession(self, audio, rows)

@@ -45,6 +45,7 @@ def plot_graph_times(times: pd.DataFrame):
 ENGINE_COLORS = {
     "max": "tab:orange",
     "max-matmul": "tab:brown",
+    "max-host-loop": "tab:pink",
     "openai-whisper": "tab:blue",
     "faster-whisper-int8": "tab:green",
     "faster-whisper-fp32": "tab:purple",

@@ -91,9 +91,8 @@ def precompile(
 
     weights = load_weights(model)
     written = []
-    for i, dtype in enumerate(dtypes):  # the greedy selection graph serves every dtype: once
-        greedy = device == "gpu" and i == 0
-        model_at = MaxWhisper(weights, device=device, dtype=dtype, device_greedy=greedy)
+    for dtype in dtypes:
+        model_at = MaxWhisper(weights, device=device, dtype=dtype)
         paths = model_at.compile_only(stream)
         if output is not None and device == "cpu":
             written.extend(f for path in paths for f in ship(path, output))

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from max.driver import CPU, Accelerator, Buffer, Device, accelerator_count
+from max.driver import CPU, Accelerator, Buffer, Device, Usage, accelerator_count
 from max.dtype import DType
 from max.engine import InferenceSession, Model
 from max.graph import DeviceRef, Graph
@@ -163,3 +163,15 @@ def to_device(array: np.ndarray, device_name: str) -> Buffer:
     buffer = Buffer.from_numpy(np.ascontiguousarray(array))
     device = get_device(device_name)
     return buffer if device.is_host else buffer.to(device)
+
+
+def host_copy(buffer: Buffer) -> np.ndarray:
+    """A host NumPy copy of ``buffer`` (any dtype, any device)."""
+    host = buffer if buffer.is_host else buffer.to(get_device("cpu"))
+    return host.to_numpy().copy()
+
+
+def staging_buffer(shape: Sequence[int], dtype: DType, device: Device) -> Buffer:
+    """Host memory for copies from ``device`` that do not block (page-locked on a GPU, outside
+    the host's hazard tracking: read it only after an event says the copy is done)."""
+    return Buffer(dtype, list(shape), device=device, usage=Usage.STAGING | Usage.UNTRACKED)

@@ -108,21 +108,97 @@ def test_row_rules_name_each_timestamp_state():
     assert not _filters(timestamps=False).row_rules(rows)[:, :4].any()
 
 
-@pytest.mark.slow
-def test_selection_graph_chooses_as_the_host_does(max_tiny):
-    """The compiled graph (CPU) against ``LogitFilters.apply`` + argmax on random logits and
-    every timestamp state: the same tokens, log-probabilities within 1e-5."""
-    rng = np.random.default_rng(0)
-    for timestamps in (True, False):
-        filters = _filters(timestamps)
-        first, later = filters.masks(TOY_DIMS.n_vocab)
-        for sampled in (0, 1, 2, 7):
-            tokens = _histories(rng, 48, sampled)
-            logits = _logits(rng, 48)
-            mask = max_tiny.to_device(first if sampled == 0 else later)
-            chosen, logprobs = max_tiny.greedy_select(
-                max_tiny.to_device(logits[:, None]), mask, filters.row_rules(tokens)
+def _rule_state(tokens: np.ndarray) -> np.ndarray:
+    """RULE_STATE after the sampled part of ``tokens``, as the loop graphs keep it: the first
+    token's penultimate counts as a timestamp."""
+    state = np.zeros((len(tokens), 3), dtype=np.int64)
+    for row, sampled in enumerate(tokens[:, SAMPLE_BEGIN:]):
+        last, penultimate, last_stamp = 1, 1, 0  # before the first token: as after a timestamp
+        for token in sampled:
+            last, penultimate = int(token >= BEGIN), last
+            last_stamp = int(token) if token >= BEGIN else last_stamp
+        if len(sampled):  # before any token the state is not read
+            state[row] = (last, penultimate, last_stamp)
+    return state
+
+
+def test_the_rule_state_is_what_the_host_rules_read():
+    """The three integers per sequence say what ``row_rules`` derives from every token so far."""
+    rng = np.random.default_rng(3)
+    filters = _filters()
+    for sampled in (1, 2, 5, 12):
+        tokens = _histories(rng, 64, sampled)
+        state = _rule_state(tokens)
+        rules = filters.row_rules(tokens)
+        last, penultimate, stamp = state.T
+        assert (rules[:, 0] == (last & penultimate)).all()
+        assert (rules[:, 1] == (last & (1 - penultimate))).all()
+        expected = np.where(stamp > 0, np.where(last & (1 - penultimate), stamp, stamp + 1), 0)
+        assert (rules[:, 2] == expected).all()
+
+
+@pytest.fixture(scope="module")
+def selection_graph():
+    """``choose`` after ``row_rules`` (or without them: the first step) and the next rule state,
+    compiled for the CPU: logits, mask, state, settings, ids -> tokens, logprobs, next state."""
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from maxwhisper_lib.graphs.selection import (
+        SETTINGS,
+        choose,
+        first_rule_state,
+        next_rule_state,
+        row_rules,
+    )
+    from maxwhisper_lib.runtime import compile_graph
+
+    device = DeviceRef.CPU()
+    n_vocab = TOY_DIMS.n_vocab
+    models = {}
+    for first in (True, False):
+        inputs = [
+            TensorType(DType.float32, ["batch", n_vocab], device=device),
+            TensorType(DType.float32, [n_vocab], device=device),
+            TensorType(DType.int64, ["batch", 3], device=device),
+            TensorType(DType.int64, [len(SETTINGS)], device=device),
+            TensorType(DType.int64, [n_vocab], device=device),
+        ]
+        with Graph(f"test_choose_{'first' if first else 'later'}", input_types=inputs) as graph:
+            logits, mask, state, settings, ids = (v.tensor for v in graph.inputs)
+            rules = None if first else row_rules(state, settings)
+            tokens, logprobs = choose(logits, mask, rules, ids, settings)
+            after = (
+                first_rule_state(tokens, n_vocab)
+                if first
+                else next_rule_state(state, tokens, n_vocab)
             )
-            host_tokens, host_logprobs = _host_choice(filters, logits, tokens)
-            np.testing.assert_array_equal(chosen, host_tokens)
-            np.testing.assert_allclose(logprobs, host_logprobs, rtol=1e-5, atol=1e-5)
+            graph.output(tokens, logprobs, after)
+        models[first] = compile_graph(graph, "cpu")
+    return models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_selection_and_rule_state_on_the_device_follow_the_host(selection_graph, timestamps):
+    """``choose`` with the device's rule state against ``LogitFilters.apply`` + argmax on random
+    logits in every timestamp state: the same tokens, log-probabilities within 1e-5, and the
+    next rule state that of the history with the chosen token added."""
+    rng = np.random.default_rng(0)
+    filters = _filters(timestamps)
+    first, later = filters.masks(TOY_DIMS.n_vocab)
+    settings = filters.settings(TOY_DIMS.n_vocab, no_speech=-1)
+    ids = np.arange(TOY_DIMS.n_vocab, dtype=np.int64)
+    for sampled in (0, 1, 2, 7):
+        tokens = _histories(rng, 48, sampled)
+        logits = _logits(rng, 48)
+        state = _rule_state(tokens)
+        model = selection_graph[sampled == 0]
+        chosen, logprobs, after = (
+            out.to_numpy()
+            for out in model.execute(logits, first if sampled == 0 else later, state, settings, ids)
+        )
+        host_tokens, host_logprobs = _host_choice(filters, logits, tokens)
+        np.testing.assert_array_equal(chosen, host_tokens)
+        np.testing.assert_allclose(logprobs, host_logprobs, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(after, _rule_state(np.hstack([tokens, chosen[:, None]])))

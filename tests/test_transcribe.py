@@ -99,27 +99,48 @@ def test_greedy_transcript_is_token_identical_to_openai_whisper(
 
 
 @pytest.fixture(scope="module")
-def max_device_greedy(tiny_weights):
-    """tiny.en choosing its greedy tokens in the selection graph (the GPU default) on the CPU."""
+def max_ops_loop(tiny_weights):
+    """tiny.en with MAX's own ops instead of the Mojo row kernels: the graphs a GPU runs,
+    greedy loop included (position, mask and cache writes derived on the device), on the CPU."""
     from maxwhisper_lib.model import MaxWhisper
 
-    return MaxWhisper(tiny_weights, device="cpu", device_greedy=True)
+    return MaxWhisper(tiny_weights, device="cpu", row_kernels=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("clip_id", CLIPS)
-def test_tokens_chosen_on_the_device_are_openai_whispers(
-    clip_id, max_device_greedy, max_greedy, audio_of
+def test_the_gpus_greedy_loop_is_token_identical_on_the_cpu(
+    clip_id, max_ops_loop, max_greedy, ow_tiny, audio_of
 ):
-    """Greedy decoding with the logits kept on the device (filters, argmax and log-probability
-    in a graph) gives the same transcript as the host path, which is openai-whisper's."""
-    ours = transcribe(max_device_greedy, audio_of(clip_id), temperature=0.0)
-    assert max_device_greedy.run_seconds.get("greedy_select", 0) > 0
-    host = max_greedy(clip_id)
-    assert transcript_tokens(ours) == transcript_tokens(host)
-    assert _times(ours) == _times(host)
-    for mine, theirs in zip(ours["segments"], host["segments"], strict=True):
-        assert mine["avg_logprob"] == pytest.approx(theirs["avg_logprob"], abs=1e-5)
+    """The device loop as a GPU runs it (MAX ops) gives openai-whisper's tokens, and the same
+    segments and average log-probabilities as the CPU's loop (row kernels)."""
+    ours = transcribe(max_ops_loop, audio_of(clip_id), temperature=0.0)
+    assert max_ops_loop.run_seconds.get("decode_step", 0) > 0
+    theirs = _ow(ow_tiny, audio_of(clip_id), temperature=0.0)
+    assert transcript_tokens(ours) == transcript_tokens(theirs)
+    cpu = max_greedy(clip_id)
+    assert _times(ours) == _times(cpu)
+    for mine, other in zip(ours["segments"], cpu["segments"], strict=True):
+        assert mine["avg_logprob"] == pytest.approx(other["avg_logprob"], abs=1e-5)
+        assert mine["no_speech_prob"] == pytest.approx(other["no_speech_prob"], abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip_id", ["jfk", "osr-us-000-0034"])
+def test_the_host_loop_and_the_device_loop_agree(clip_id, max_tiny, max_greedy, audio_of):
+    """Greedy decoding with the logits on the host (the loop sampling and beam search keep)
+    against the device loop: the same tokens, segments and statistics."""
+    max_tiny.device_loop = False
+    try:
+        host = transcribe(max_tiny, audio_of(clip_id), temperature=0.0)
+    finally:
+        max_tiny.device_loop = True
+    loop = max_greedy(clip_id)
+    assert transcript_tokens(host) == transcript_tokens(loop)
+    assert _times(host) == _times(loop)
+    for mine, other in zip(host["segments"], loop["segments"], strict=True):
+        assert mine["avg_logprob"] == pytest.approx(other["avg_logprob"], abs=1e-5)
+        assert mine["no_speech_prob"] == pytest.approx(other["no_speech_prob"], abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +239,35 @@ def test_word_timestamps_on_max_match_openai_whisper(clip_id, max_tiny, ow_tiny,
 def test_batch_of_three_files_gives_the_one_at_a_time_texts(max_tiny, max_greedy):
     ids = ["osr-us-000-0034", "jfk", "librispeech-1089-134686-0001"]  # 2 windows, 1, 1
     results = transcribe_batch(max_tiny, [clip(i).path for i in ids], batch_size=3, temperature=0.0)
+    # the windows end at different steps of one device loop
+    assert [transcript_tokens(r) for r in results] == [
+        transcript_tokens(max_greedy(i)) for i in ids
+    ]
     assert [r["text"] for r in results] == [max_greedy(i)["text"] for i in ids]
     assert [_times(r) for r in results] == [_times(max_greedy(i)) for i in ids]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("read_every", [3, 8])
+def test_reading_the_tokens_back_every_k_steps_changes_nothing(max_tiny, max_greedy, read_every):
+    """The GPU's way of learning that every window has ended (the tokens copied back every K
+    steps without blocking, a few steps past the end at most) on the CPU: the same transcripts
+    as reading after every step, for windows that end at different steps."""
+    ids = ["osr-us-000-0034", "jfk", "librispeech-1089-134686-0001"]
+    loop = max_tiny.greedy_loop
+    loop.read_every = read_every
+    try:
+        results = transcribe_batch(
+            max_tiny, [clip(i).path for i in ids], batch_size=3, temperature=0.0
+        )
+    finally:
+        loop.read_every = 1
+    assert [transcript_tokens(r) for r in results] == [
+        transcript_tokens(max_greedy(i)) for i in ids
+    ]
+    for result, clip_id in zip(results, ids, strict=True):
+        for mine, other in zip(result["segments"], max_greedy(clip_id)["segments"], strict=True):
+            assert mine["avg_logprob"] == pytest.approx(other["avg_logprob"], abs=1e-5)
 
 
 @pytest.mark.slow

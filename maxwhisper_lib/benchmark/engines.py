@@ -19,6 +19,7 @@ ENGINES = (
     "max",
     "max-int8",
     "max-matmul",
+    "max-host-loop",
     "openai-whisper",
     "faster-whisper-int8",
     "faster-whisper-fp32",
@@ -74,7 +75,7 @@ class Engine:
         raise EngineUnavailable(f"{self.name}: no batched transcription")
 
 
-DECODING_GRAPHS = ("cross_kv", "decoder_step", "reorder")
+DECODING_GRAPHS = ("cross_kv", "decoder_step", "decode_start", "decode_step", "reorder")
 
 
 class MaxEngine(Engine):
@@ -82,7 +83,9 @@ class MaxEngine(Engine):
 
     ``max``: the product (on the CPU, the decoder's Mojo row kernels over the checkpoint's
     float16 weights); ``max-matmul`` (``row_kernels=False``): the same graphs with MAX's own
-    float32 matmuls in the decoder, the design before the row kernels, for comparison.
+    float32 matmuls in the decoder, the design before the row kernels, for comparison;
+    ``max-host-loop`` (``device_loop=False``): greedy tokens chosen on the host from each step's
+    logits, the design before the device loop, for comparison.
     """
 
     def __init__(
@@ -92,12 +95,16 @@ class MaxEngine(Engine):
         dtype: str = "float32",
         max_model=None,
         row_kernels: bool | None = None,
+        device_loop: bool = True,
     ) -> None:
         self.model_name, self.device, self.dtype = model, device, dtype
         self.row_kernels = row_kernels
+        self.device_loop = device_loop
         self.name = "max-matmul" if row_kernels is False else "max"
         if dtype == "int8":
             self.name = "max-int8"
+        if not device_loop:
+            self.name = "max-host-loop"
         self.model = max_model
 
     def load(self) -> dict[str, float]:
@@ -111,6 +118,7 @@ class MaxEngine(Engine):
                 self.device,
                 self.dtype,
                 self.row_kernels,
+                device_loop=self.device_loop,
                 shipped_build=not compiled.native_may_be_faster(),
             )
         seconds = self.model.warm_up()
@@ -133,6 +141,7 @@ class MaxEngine(Engine):
             "dtype": self.dtype,
             "graphs": "MAX Graph",
             "decoder": decoder,
+            "greedy tokens": "chosen on the device" if self.device_loop else "chosen on the host",
         }
 
     def _run(self, call: Callable[[], list[dict]]) -> tuple[list[dict], dict[str, float]]:
@@ -378,6 +387,8 @@ def make_engine(name: str, model: str = "tiny.en", device: str = "cpu", **kwargs
         if resolve_device_name(device) != "cpu":
             raise EngineUnavailable("max-matmul compares the CPU decoders; 'max' is it on a GPU")
         return MaxEngine(model, device, kwargs.get("dtype", "float32"), row_kernels=False)
+    if name == "max-host-loop":
+        return MaxEngine(model, device, kwargs.get("dtype", "float32"), device_loop=False)
     if name == "openai-whisper":
         return OpenAIWhisperEngine(model, device)
     prefix, _, kind = name.rpartition("-")

@@ -14,8 +14,14 @@ import pandas as pd
 
 from .. import paths, reports
 
-TARGETS = {"faster-whisper-fp32": 1.5, "openai-whisper": 2.5, "faster-whisper-int8": 1.0}
-"""MAX's end-to-end speed-up the issue asks for, per peer."""
+TARGETS = {
+    "faster-whisper-fp32": 1.5,
+    "openai-whisper": 2.5,
+    "faster-whisper-int8": 1.0,
+    "max-host-loop": 1.05,
+}
+"""MAX's end-to-end speed-up the issues ask for, per peer (``max-host-loop``: the device loop
+over the host's, on the CPU, issue 35)."""
 
 
 INT8_TARGETS = {"faster-whisper-int8": 1.5, "whisper.cpp-f16": 1.0, "whisper.cpp-q8_0": 1.0}

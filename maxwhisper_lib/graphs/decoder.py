@@ -23,13 +23,22 @@ run as the Mojo row kernels over weights kept ``(out, in)`` at the checkpoint's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 from max.dtype import DType
-from max.graph import BufferType, DeviceRef, Graph, Module, TensorType, TensorValue, ops
+from max.graph import (
+    BufferType,
+    BufferValue,
+    DeviceRef,
+    Graph,
+    Module,
+    TensorType,
+    TensorValue,
+    ops,
+)
 
 from ..dims import ModelDimensions
 from ..weight_mapping import LOGITS, TOKEN_EMBEDDING
@@ -225,6 +234,94 @@ class DecoderStepInputs(Generic[T]):
         ]
 
 
+CacheStore = Callable[
+    [BufferValue, BufferValue, tuple[TensorValue, TensorValue], TensorValue, TensorValue], None
+]
+"""Writes one block's new keys ``(b, h, dh, n_new)`` and values ``(b, h, n_new, dh)`` into its
+cache buffers, whose loaded values it is given (MAX-ops steps; the CPU kernel writes its cache
+itself)."""
+
+
+def store_at_host_offset(offset: TensorValue, n_new) -> CacheStore:
+    """A :data:`CacheStore` writing at ``offset`` (a host scalar) with a sliced store."""
+    new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
+
+    def store(k_buffer, v_buffer, past, new_k, new_v) -> None:
+        ops.buffer_store_slice(k_buffer, new_k, [slice(None)] * 3 + [new_slots])
+        ops.buffer_store_slice(v_buffer, new_v, [slice(None)] * 2 + [new_slots, slice(None)])
+
+    return store
+
+
+def store_at_device_offset(offset: TensorValue, slot_ids: TensorValue) -> CacheStore:
+    """A :data:`CacheStore` writing one new position at ``offset`` (``(1,)`` on the device,
+    which a captured graph reads afresh at every replay): each cache is rewritten with the new
+    slot blended in (``slot_ids``: ``0 .. capacity - 1``), MAX ops only."""
+    capacity = int(slot_ids.shape[0])
+    at_k = ops.reshape(slot_ids, [1, 1, 1, capacity]) == ops.reshape(offset, [1, 1, 1, 1])
+    at_v = ops.reshape(slot_ids, [1, 1, capacity, 1]) == ops.reshape(offset, [1, 1, 1, 1])
+
+    def store(k_buffer, v_buffer, past, new_k, new_v) -> None:
+        ops.buffer_store(k_buffer, ops.where(at_k, new_k, past[0]))
+        ops.buffer_store(v_buffer, ops.where(at_v, new_v, past[1]))
+
+    return store
+
+
+def device_offset_mask(offset: TensorValue, slot_ids: TensorValue) -> TensorValue:
+    """The self-attention mask ``(1, capacity + 1)`` of one new position at ``offset`` (a device
+    ``(1,)``): cache slots before it visible, then the new position itself."""
+    device = offset.device
+    past = ops.where(
+        slot_ids < offset,
+        ops.constant(0.0, DType.float32, device=device),
+        ops.constant(float("-inf"), DType.float32, device=device),
+    )
+    own = ops.broadcast_to(ops.constant(0.0, DType.float32, device=device), [1])
+    return ops.reshape(ops.concat([past, own]), [1, int(slot_ids.shape[0]) + 1])
+
+
+def decoder_forward(
+    tokens: TensorValue,
+    positions: TensorValue,
+    p: Params,
+    dims: ModelDimensions,
+    cross: Sequence[TensorValue],
+    caches: Sequence[BufferValue],
+    offset: TensorValue,
+    mask: TensorValue | None,
+    rows: TensorValue | None,
+    store: CacheStore | None,
+) -> TensorValue:
+    """The decoder over ``tokens (b, n_new)`` at ``positions`` against the caches, which hold
+    ``offset`` positions: hidden states ``(b, n_new, width)`` before the final LayerNorm.
+
+    With ``rows`` (the CPU step: row kernels, per-window cross keys/values) each block's
+    self-attention is the Mojo kernel, which reads ``offset`` and writes its cache itself;
+    otherwise MAX ops attend under ``mask`` ``(n_new, n_text_ctx + n_new)`` and ``store`` writes
+    the new keys/values once every block is done. (Writing each block's slot before the next
+    block reads makes MAX 26.7's compiler crash; writing last keeps one read and one write per
+    buffer.)"""
+    per_window = rows is not None
+    x = embed_tokens(tokens, positions, p, dims)
+    writes = []
+    for i in range(dims.n_text_layer):
+        k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
+        block = p.scope(f"decoder.blocks.{i}")
+        # the self-attention kernel writes its cache itself; MAX ops return what to store
+        cache = (k_buffer, v_buffer, offset) if per_window else None
+        past = None if per_window else (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
+        x, new_k, new_v, _ = decoder_block(
+            x, block, dims.n_text_head, cross[2 * i], cross[2 * i + 1], mask, past, rows, cache
+        )
+        if past is not None:
+            writes.append((k_buffer, v_buffer, past, new_k, new_v))
+    for write in writes:
+        assert store is not None
+        store(*write)
+    return x
+
+
 def build_decoder_step_graph(
     dims: ModelDimensions,
     dtype: DType,
@@ -245,39 +342,22 @@ def build_decoder_step_graph(
         module=module,
     ) as graph:
         inputs = DecoderStepInputs.from_list(list(graph.inputs), dims.n_text_layer, per_window)
-        tokens, positions = inputs.tokens.tensor, inputs.positions.tensor
-        offset, mask = inputs.offset.tensor, inputs.mask.tensor
-        logit_positions = inputs.logit_positions.tensor
-        cross_rows = inputs.rows.tensor if inputs.rows is not None else None
-        cross = [v.tensor for v in inputs.cross]
-        caches = [v.buffer for v in inputs.caches]
+        tokens = inputs.tokens.tensor
+        offset = inputs.offset.tensor
         n_new = tokens.shape[1]
-        mask = ops.rebind(mask, [n_new, cap + n_new])
-        x = embed_tokens(tokens, positions, p, dims)
-        writes = []
-        for i in range(dims.n_text_layer):
-            k_buffer, v_buffer = caches[2 * i], caches[2 * i + 1]
-            block = p.scope(f"decoder.blocks.{i}")
-            # the self-attention kernel writes its cache itself; MAX ops return what to store
-            cache = (k_buffer, v_buffer, offset) if per_window else None
-            past = None if per_window else (ops.buffer_load(k_buffer), ops.buffer_load(v_buffer))
-            x, new_k, new_v, _ = decoder_block(
-                x,
-                block,
-                dims.n_text_head,
-                cross[2 * i],
-                cross[2 * i + 1],
-                mask,
-                past,
-                cross_rows,
-                cache,
-            )
-            if not per_window:
-                writes.append((k_buffer, v_buffer, new_k, new_v))
-        new_slots = (slice(offset, offset + ops.shape_to_tensor([n_new]).reshape([])), n_new)
-        for k_buffer, v_buffer, new_k, new_v in writes:
-            ops.buffer_store_slice(k_buffer, new_k, [slice(None)] * 3 + [new_slots])
-            ops.buffer_store_slice(v_buffer, new_v, [slice(None)] * 2 + [new_slots, slice(None)])
+        x = decoder_forward(
+            tokens,
+            inputs.positions.tensor,
+            p,
+            dims,
+            [v.tensor for v in inputs.cross],
+            [v.buffer for v in inputs.caches],
+            offset,
+            ops.rebind(inputs.mask.tensor, [n_new, cap + n_new]),
+            inputs.rows.tensor if inputs.rows is not None else None,
+            None if per_window else store_at_host_offset(offset, n_new),
+        )
+        logit_positions = inputs.logit_positions.tensor
         graph.output(logits(ops.gather(x, logit_positions, axis=1), p, dims.n_vocab))
     return graph
 

@@ -9,6 +9,7 @@
 #   scripts/gpu_lease.sh part N                # host: keep part N under $LEASE (/root/mw)
 #   scripts/gpu_lease.sh install N             # host: part N (the last), verify, unpack, weights
 #   scripts/gpu_lease.sh stage OUT DTYPE STAGES [papermill -p ...]   # host: one pipeline run
+#   scripts/gpu_lease.sh loop OUT [DTYPE [gpu_decode_loop.py options]]  # host: the device loop
 #
 # `install` writes $LEASE/env.sh; `stage` sources it, runs the pipeline into $LEASE/reports with a
 # deadline and leaves a tar of every report (and its log) in OUT, so a run cut short still
@@ -153,12 +154,28 @@ stage() {
   return 0
 }
 
-cmd=${1:?usage: scripts/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...]}
+loop() {  # the device loop's own evidence (scripts/gpu_decode_loop.py): kernels, capture, step times
+  local out=$1 dtype=${2:-float16}
+  shift 2 || true
+  use_env
+  mkdir -p "$LEASE/reports"
+  local id=gpu-loop-$dtype-$(date +%H%M%S)
+  set +e
+  timeout "${DEADLINE:-300}" python3 "$HERE/gpu_decode_loop.py" --out "$LEASE/reports/$id.jsonl" \
+      --dtype "$dtype" "$@" 2>&1 | tee "$LEASE/reports/$id.log"
+  log "gpu_decode_loop rc=${PIPESTATUS[0]}"
+  set -e
+  tar -C "$LEASE" -czf "$out/$id.tgz" reports
+  return 0
+}
+
+cmd=${1:?usage: scripts/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...] | loop OUT [DTYPE [...]]}
 shift
 case "$cmd" in
   pack) pack ;;
   part) part "$@" ;;
   install) install "$@" ;;
   stage) stage "$@" ;;
+  loop) loop "$@" ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

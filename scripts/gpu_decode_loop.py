@@ -147,8 +147,7 @@ def part_kernels(model: MaxWhisper, window: Window) -> dict:
         trace = driver.take_launch_trace()
     finally:
         started.space.in_use = False
-    names = [str(getattr(entry, "name", entry)) for entry in trace]
-    out["decode_step"] = {"launches": len(names), "names": names}
+    out["decode_step"] = _trace_summary(trace)
     session = window.session()
     session.logits(window.initial)
     tokens = np.full((window.batch, 1), window.initial[0, -1], dtype=np.int64)
@@ -156,9 +155,17 @@ def part_kernels(model: MaxWhisper, window: Window) -> dict:
     driver.begin_launch_trace()
     session.logits(tokens)
     trace = driver.take_launch_trace()
-    names = [str(getattr(entry, "name", entry)) for entry in trace]
-    out["host_loop_step"] = {"launches": len(names), "names": names}
+    out["host_loop_step"] = _trace_summary(trace)
     return out
+
+
+def _trace_summary(trace) -> dict:
+    """Counts per kind (kernel launch, memcpy, memset) and every entry's kind and name."""
+    entries = [f"{entry.kind.name}:{entry.name}" for entry in trace]
+    counts: dict[str, int] = {}
+    for entry in trace:
+        counts[entry.kind.name] = counts.get(entry.kind.name, 0) + 1
+    return {"counts": counts, "entries": entries}
 
 
 def part_capture(model: MaxWhisper, window: Window) -> dict:

@@ -18,6 +18,9 @@ One ``session.logits`` call per step: the first feeds the whole prompt and retur
 the start-of-transcript position (no-speech probability) and the last position; later calls feed
 one token per sequence and return one row of logits each. Host work per step is a few vectorised
 passes over ``(batch, n_vocab)`` float32 logits.
+Greedy decoding at temperature 0 on a backend with a device loop (MAX: ``device_loop``) skips
+this host loop: the filters, the choice and their per-sequence state run in the step graph
+(:mod:`maxwhisper_lib.graphs.loop`), and only the tokens come back.
 
 Sampling at temperature > 0 draws from a seeded NumPy generator: it follows the same
 distribution as openai-whisper's ``torch.distributions.Categorical`` but can never reproduce
@@ -316,7 +319,7 @@ class GreedyDecoder:
         sum_logprobs: np.ndarray,
     ) -> tuple[np.ndarray, None, bool]:
         """Add the chosen tokens' log-probabilities (of sequences still running) and keep ended
-        sequences at EOT; also what a step that chose on the device returns to."""
+        sequences at EOT (the device loop does the same in its step graph)."""
         ended = tokens[:, -1] == self.eot
         sum_logprobs += np.where(ended, np.float32(0), logprobs).astype(np.float32)
         next_tokens[ended] = self.eot

@@ -5,9 +5,9 @@ asks for the step graph again, with the very same buffers, uploading nothing and
 nothing. It reads the chosen tokens back to learn when every sequence has ended:
 
 * on the CPU after every step (the step's tokens are already in host memory);
-* on a GPU every :data:`READ_EVERY` steps (``GreedyLoop.read_every``), without blocking: the tokens are copied into pinned
-  host memory behind the steps already queued, an event marks the copy, and the host keeps
-  queueing steps until the event is ready. Steps queued after every sequence ended only repeat
+* on a GPU every :data:`READ_EVERY` steps (``GreedyLoop.read_every``), without blocking: the
+  tokens are copied into pinned host memory behind the steps already queued, an event marks the
+  copy, and the host keeps queueing steps until the event is ready. Steps queued after every sequence ended only repeat
   end-of-text, which changes nothing (tokens, sums), so stopping late is harmless; the step
   limit is never passed.
 
@@ -255,7 +255,7 @@ class GreedyLoop:
                 list(session.caches),
             )
         space = self.workspaces.get(batch)
-        if space is None or space.in_use:
+        if space is None or space.in_use or not _same_shapes(space.cross, session.cross):
             space = self._new_workspace(session, later_mask, settings)
         else:
             self.workspaces.move_to_end(batch)
@@ -295,21 +295,23 @@ class GreedyLoop:
             model.to_device(later_mask),
             model.to_device(settings),
             [_copy(b, self.device) for b in session.cross],
-            [runtime.zeros(list(b.shape), b.dtype, self.device) for b in session.caches],
+            list(session.caches),  # the session's own, fresh: the workspace takes them
         )
+        kept = self.workspaces.get(batch)
+        if kept is not None and kept.in_use:
+            return space  # one of this size is in use: this one is neither kept nor captured
         if self.capture_failed is None:
-            inputs = [*space.state, space.mask, self.ids, space.settings, *space.cross]
-            inputs += space.caches
+            fixed = [space.mask, self.ids, space.settings, *session.rows_input()]
+            inputs = [*space.state, *fixed, *space.cross, *space.caches]
             try:
                 # a captured step may run once here: on a harmless state, which the start graph
-                # then resets
+                # then resets; a capture under the key of a dropped workspace replaces it
                 space.captured = model.compiled("decode_step").capture(batch, *inputs)
             except Exception as error:
                 self.capture_failed = f"{type(error).__name__}: {error}"
                 log.warning("graph capture failed, the step graph runs uncaptured: %s", error)
-        if batch in self.workspaces:
-            return space  # one of this size is in use: this one is not kept
         self.workspaces[batch] = space
+        self.workspaces.move_to_end(batch)
         while len(self.workspaces) > MAX_WORKSPACES:
             old_batch, old = self.workspaces.popitem(last=False)
             if old.captured is not None:
@@ -322,3 +324,7 @@ def _copy(buffer: Buffer, device) -> Buffer:
     copy = Buffer(buffer.dtype, list(buffer.shape), device=device)
     copy.inplace_copy_from(buffer)
     return copy
+
+
+def _same_shapes(mine: list[Buffer], theirs: list[Buffer]) -> bool:
+    return [tuple(b.shape) for b in mine] == [tuple(b.shape) for b in theirs]

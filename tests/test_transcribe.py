@@ -271,6 +271,25 @@ def test_reading_the_tokens_back_every_k_steps_changes_nothing(max_tiny, max_gre
 
 
 @pytest.mark.slow
+def test_the_gpus_workspaces_decode_like_the_cpus_buffers(tiny_weights, max_greedy):
+    """The GPU's way of holding the loop's buffers (one workspace per batch size, the keys and
+    values of each window batch copied in, capture tried once and given up where the device
+    has none, as on this CPU): the same transcripts, batched and one file at a time."""
+    from maxwhisper_lib.model import MaxWhisper
+
+    model = MaxWhisper(tiny_weights, device="cpu", capture=True)
+    ids = ["osr-us-000-0034", "jfk", "librispeech-1089-134686-0001"]
+    batched = transcribe_batch(model, [clip(i).path for i in ids], batch_size=3, temperature=0.0)
+    alone = [transcribe(model, load_audio(clip(i).path), temperature=0.0) for i in ids]
+    loop = model.greedy_loop
+    assert "No graph-capture devices" in loop.capture_failed
+    assert sorted(loop.workspaces) == [1, 3]
+    expected = [transcript_tokens(max_greedy(i)) for i in ids]
+    assert [transcript_tokens(r) for r in batched] == expected
+    assert [transcript_tokens(r) for r in alone] == expected
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [None, 4])
 def test_a_long_files_spectrogram_is_computed_again_as_it_is_used(
     max_tiny, audio_of, replayed_log_mels, batch_size

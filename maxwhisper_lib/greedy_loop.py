@@ -53,7 +53,6 @@ class GreedyResult:
     tokens: np.ndarray
     sum_logprobs: np.ndarray
     no_speech_probs: np.ndarray
-    steps: int
 
 
 @dataclass
@@ -142,7 +141,7 @@ class GreedyLoop:
         finally:
             start.space.in_use = False
         session.advance(n_prompt + done - 1)
-        return GreedyResult(history[:, : n_prompt + done], sums, no_speech_probs, done)
+        return GreedyResult(history[:, : n_prompt + done], sums, no_speech_probs)
 
     def start(
         self,

@@ -75,7 +75,8 @@ class Workspace:
 @dataclass
 class Started:
     """A window batch after its start graph: the workspace, the step graph's inputs, the
-    no-speech probabilities (on the device) and what queued copies still read."""
+    no-speech probabilities (on the device) and the start graph's uploaded inputs, held while
+    it may still be queued."""
 
     space: Workspace
     inputs: list[Buffer]

@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Elsewhere pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index on GPUs).
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= bench,models,dev,vad,scale
+EXTRAS ?= lab,bench,models,dev,vad,scale
 PIPELINE_ARGS ?=
 
 .PHONY: env pipeline test test-fast lint unit notebooks offline-bundle precompile-gpu precompile-cpu clean-venv
@@ -28,7 +28,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 env: $(VENV)/.installed
 
 pipeline: env
-	$(BIN)/python -m maxwhisper_lib.pipeline $(PIPELINE_ARGS)
+	$(BIN)/python -m maxwhisper_lib.lab.pipeline $(PIPELINE_ARGS)
 
 lint: env
 	$(BIN)/ruff check maxwhisper_lib tests scripts
@@ -48,7 +48,7 @@ test-fast: env
 	$(BIN)/python -m pytest --fast tests
 
 # tiny.en's CPU graphs, float32 and int8, compiled for the portable x86-64-v3 target,
-# xz-compressed into maxwhisper_lib/precompiled/ (shipped: a fresh machine transcribes without
+# xz-compressed into maxwhisper_lib/engine/precompiled/ (shipped: a fresh machine transcribes without
 # compiling). Re-run it after changing a graph or kernel source (about 6 minutes on 2 cores); a
 # test says when it is due. On an AVX-512 host MAX 26.7 makes wrong x86-64-v3 code (Intel Xeon
 # and AMD EPYC Zen 5 alike: jfk comes out as "Thank you."), so there the compile runs under
@@ -59,24 +59,24 @@ PRECOMPILE_CPU_WRAP ?= $(shell grep -q avx512f /proc/cpuinfo && echo "qemu-x86_6
 precompile-cpu: env
 	@if [ -n "$(PRECOMPILE_CPU_WRAP)" ] && ! command -v qemu-x86_64 > /dev/null; then \
 		echo "this CPU has AVX-512: install qemu-user (apt-get install qemu-user) or build on an AVX2 machine" >&2; exit 2; fi
-	rm -f maxwhisper_lib/precompiled/*.mef.xz maxwhisper_lib/precompiled/*.json
-	$(PRECOMPILE_CPU_WRAP) $(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target cpu:x86-64-v3  # dtypes: precompile.SHIPPED_DTYPES
+	rm -f maxwhisper_lib/engine/precompiled/*.mef.xz maxwhisper_lib/engine/precompiled/*.json
+	$(PRECOMPILE_CPU_WRAP) $(BIN)/python -m maxwhisper_lib.lab.precompile --model tiny.en --target cpu:x86-64-v3  # dtypes: precompile.SHIPPED_DTYPES
 
 # tiny.en's graphs compiled here for the GPU host's architecture (MAX's virtual-device mode; about
 # 19 minutes for both dtypes on 2 cores, 39 MiB), so that the host does not spend its time compiling.
 GPU_TARGET ?= cuda:sm_90a
 precompile-gpu: env
-	$(BIN)/python -m maxwhisper_lib.precompile --model tiny.en --target $(GPU_TARGET) \
+	$(BIN)/python -m maxwhisper_lib.lab.precompile --model tiny.en --target $(GPU_TARGET) \
 		--dtypes float32,float16 --output build/precompiled
 
 # Wheels (CPython 3.12 manylinux), weights, data and the precompiled GPU graphs for an offline GPU
 # host, cut into 55 MiB parts under .stage/; see scripts/README.md for carrying and installing them.
 offline-bundle: env precompile-gpu
-	$(BIN)/python -m maxwhisper_lib.weights extract --model tiny.en
-	$(BIN)/python scripts/offline_bundle.py gather
-	$(BIN)/python scripts/offline_bundle.py pack --include weights/tiny.en --include data \
+	$(BIN)/python -m maxwhisper_lib.checkpoints extract --model tiny.en
+	$(BIN)/python scripts/gpu_host/offline_bundle.py gather
+	$(BIN)/python scripts/gpu_host/offline_bundle.py pack --include weights/tiny.en --include data \
 		--include build/precompiled --with-source
-	$(BIN)/python scripts/offline_bundle.py carry all
+	$(BIN)/python scripts/gpu_host/offline_bundle.py carry all
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,3 +1,25 @@
-"""MAX-Whisper: OpenAI's Whisper speech recognition on Modular's MAX Graph."""
+"""MAX-Whisper: OpenAI's Whisper on Modular's MAX.
 
-__version__ = "0.1.0"
+import maxwhisper_lib as mw
+model = mw.load_model("tiny.en")
+print(model.transcribe("data/jfk.flac")["text"])
+segments, info = model.stream("data/jfk.flac")
+"""
+
+__version__ = "0.1.0"  # first: modules the front door imports read it
+
+from .api import QUANTIZATIONS, TranscriptionInfo, WhisperModel, available_models, load_model
+from .errors import AudioError, DecodingOptionsError, MaxWhisperError, WeightsError
+
+__all__ = [
+    "QUANTIZATIONS",
+    "AudioError",
+    "DecodingOptionsError",
+    "MaxWhisperError",
+    "TranscriptionInfo",
+    "WeightsError",
+    "WhisperModel",
+    "__version__",
+    "available_models",
+    "load_model",
+]

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .choices import DEVICE_CHOICES, DTYPE_CHOICES
+from .errors import DecodingOptionsError
 
 if TYPE_CHECKING:
-    from .backend import WhisperBackend
+    from .decoding.backend import WhisperBackend
     from .dims import ModelDimensions
 
     BackendLoader = Callable[[str, str | None, str, str, str], WhisperBackend]
@@ -98,7 +99,7 @@ def optional_str(string: str) -> str | None:
 
 
 def output_formats(string: str) -> tuple[str, ...]:
-    from .outputs import parse_formats
+    from .decoding.writers import parse_formats
 
     try:
         return parse_formats(string)
@@ -214,8 +215,8 @@ def vad_options(args: argparse.Namespace) -> dict:
     """``vad_filter`` and ``vad_parameters`` for ``transcribe_batch`` (checked here)."""
     if not args.vad_filter:
         return {}
-    from .chunking import BATCHED_VAD_SILENCE_MS
-    from .vad import VadParameters
+    from .audio.chunking import BATCHED_VAD_SILENCE_MS
+    from .audio.vad import VadParameters
 
     silence = args.vad_min_silence_duration_ms
     if silence is None:  # faster-whisper's defaults: 2 s sequentially, 160 ms batched
@@ -237,9 +238,9 @@ def vad_options(args: argparse.Namespace) -> dict:
 def model_dims(model: str, model_dir: str | None) -> ModelDimensions | None:
     """Dims of a named or extracted model, from its ``dims.json`` (no weights read yet); None for
     other sources (checkpoint files), whose dims come with their weights."""
+    from .checkpoints import model_folder
     from .dims import ModelDimensions
     from .errors import WeightsError
-    from .weights import model_folder
 
     try:
         folder = model_folder(model, model_dir)
@@ -253,47 +254,31 @@ def model_dims(model: str, model_dir: str | None) -> ModelDimensions | None:
 
 def resolve_device(engine: str, device: str, dtype: str) -> str:
     """``cpu`` or ``gpu`` for ``engine``; UsageError when the device or dtype can't be had."""
-    if engine == "max":
-        from . import runtime
+    from .api import engine_dtype, split_dtype
+    from .api import resolve_device as resolve
 
-        name = runtime.resolve_device_name(device)
-        runtime.resolve_dtype(dtype, name)
-        return name
-    if dtype == "int8":
+    try:
+        name = resolve(device, engine)
+        engine_dtype(name, *split_dtype(dtype))
+    except DecodingOptionsError as error:
+        raise UsageError(str(error)) from error
+    if dtype == "int8" and engine != "max":
         raise UsageError("dtype int8 is MAX's CPU mode; use it with --engine max")
-    import torch
-
-    has_gpu = torch.cuda.is_available()
-    if device == "gpu" and not has_gpu:
-        raise UsageError("device 'gpu' requested, but torch sees no CUDA device")
-    name = "gpu" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
-    if dtype != "float32" and name == "cpu":
-        raise UsageError(f"dtype {dtype} is supported on GPU only; use float32 on CPU")
     return name
 
 
 def load_backend(
     model: str, model_dir: str | None, engine: str, device: str, dtype: str
 ) -> WhisperBackend:
-    """The model on ``engine``/``device`` (``cpu``/``gpu``)/``dtype``, its graphs compiled (or
-    read back from the compiled-model store)."""
-    from .weights import load_weights
+    """The model on ``engine``/``device`` (``cpu``/``gpu``)/``dtype`` (``int8``: the quantized
+    mode) through :func:`maxwhisper_lib.load_model`, its graphs compiled (or read back)."""
+    from .api import load_model, split_dtype
 
-    weights = load_weights(model, model_dir)
     report(f"loading {model} on {engine} ({device}, {dtype})")
-    if engine == "torch":
-        import torch
-
-        from .reference import TorchBackend
-
-        torch_device = "cuda" if device == "gpu" else "cpu"
-        backend = TorchBackend(weights, device=torch_device, dtype=getattr(torch, dtype))
-    else:
-        from .model import MaxWhisper
-
-        backend = MaxWhisper(weights, device=device, dtype=dtype)
-        backend.warm_up()
-    return backend
+    precision, quantization = split_dtype(dtype)
+    return load_model(
+        model, device, precision, quantization, weights_dir=model_dir, engine=engine
+    ).backend
 
 
 def main(argv: Sequence[str] | None = None, load: BackendLoader = load_backend) -> int:
@@ -304,7 +289,7 @@ def main(argv: Sequence[str] | None = None, load: BackendLoader = load_backend) 
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else 2
-    from .errors import DecodingOptionsError, WeightsError
+    from .errors import WeightsError
 
     try:
         return run(args, load)
@@ -334,8 +319,8 @@ class TranscriptionPlan:
     def from_args(cls, args: argparse.Namespace, own: Sequence[str] = ()) -> TranscriptionPlan:
         """Check ``args`` (UsageError / DecodingOptionsError / WeightsError) and plan the run;
         ``own``: the calling command's own options, not passed to ``transcribe``."""
-        from .outputs import WRITER_OPTIONS
-        from .transcribe import make_options
+        from .decoding.transcribe import make_options
+        from .decoding.writers import WRITER_OPTIONS
 
         check_output_options(args)
         vad = vad_options(args)
@@ -353,10 +338,10 @@ class TranscriptionPlan:
 def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     """Check everything that can be checked cheaply, then transcribe ``batch_size`` files at a
     time and write each group's outputs as soon as it is done."""
-    from .audio import check_audio
+    from .audio.load import check_audio
+    from .decoding.transcribe import make_options, transcribe_batch
+    from .decoding.writers import write_result
     from .errors import AudioError, MaxWhisperError
-    from .outputs import write_result
-    from .transcribe import make_options, transcribe_batch
 
     plan = TranscriptionPlan.from_args(args)
     kwargs, vad, dims, writer_options = plan.kwargs, plan.vad, plan.dims, plan.writer_options

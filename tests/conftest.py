@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.manifest import clip
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.lab.manifest import clip
 
 
 @pytest.fixture(scope="session")
 def tiny_weights():
     """tiny.en (float16 from the embedded CTranslate2 package), extracted once into weights/."""
-    from maxwhisper_lib.weights import load_weights
+    from maxwhisper_lib.checkpoints import load_weights
 
     return load_weights("tiny.en")
 
@@ -20,7 +20,7 @@ def tiny_weights():
 @pytest.fixture(scope="session")
 def max_tiny(tiny_weights):
     """MaxWhisper tiny.en on CPU in float32 (graphs compile once per session, or load from cache)."""
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     return MaxWhisper(tiny_weights, device="cpu", dtype="float32")
 
@@ -28,7 +28,7 @@ def max_tiny(tiny_weights):
 @pytest.fixture(scope="session")
 def torch_tiny(tiny_weights):
     """openai-whisper's PyTorch tiny.en on the same weights (the reference)."""
-    from maxwhisper_lib.reference import TorchBackend
+    from maxwhisper_lib.decoding.reference import TorchBackend
 
     return TorchBackend(tiny_weights)
 
@@ -49,9 +49,9 @@ def jfk_audio(jfk_clip) -> np.ndarray:
 @pytest.fixture
 def replayed_log_mels(monkeypatch) -> list:
     """Log-mel pieces of 5 s with seven kept (a window and a piece), so that a file's
-    spectrogram past 35 s is computed again as windows use it (:class:`~maxwhisper_lib.mel.ReplayedLogMel`); the list collects
+    spectrogram past 35 s is computed again as windows use it (:class:`~maxwhisper_lib.audio.features.ReplayedLogMel`); the list collects
     every such spectrogram made while the test runs."""
-    import maxwhisper_lib.mel as mel
+    import maxwhisper_lib.audio.features as mel
 
     made: list = []
     init = mel.ReplayedLogMel.__init__
@@ -92,7 +92,7 @@ def fast_tier_compiles_nothing(request):
         return
     from max.engine import InferenceSession
 
-    from maxwhisper_lib import compiled
+    from maxwhisper_lib.engine import compiled
 
     def refuse(*args, **kwargs):
         raise AssertionError("this test compiles a MAX graph: mark it slow (pytest.mark.slow)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maxwhisper_lib.audio_constants import HOP_LENGTH
+from maxwhisper_lib.audio.constants import HOP_LENGTH
 from maxwhisper_lib.dims import ModelDimensions
 
 
@@ -84,7 +84,7 @@ class ScriptedSession:
 
 
 class ScriptedBackend:
-    """The :class:`~maxwhisper_lib.backend.WhisperBackend` protocol, scripted (see above)."""
+    """The :class:`~maxwhisper_lib.decoding.backend.WhisperBackend` protocol, scripted (see above)."""
 
     mel_frontend = "max"
     alignment_heads = None
@@ -105,7 +105,8 @@ class ScriptedBackend:
         return mel
 
     def log_mel_stream(self, chunks, padding: int = 0) -> np.ndarray:
-        return self.log_mel(np.concatenate(list(chunks)), padding)
+        pieces = chunks() if callable(chunks) else chunks  # a file's pieces, read afresh
+        return self.log_mel(np.concatenate(list(pieces)), padding)
 
     def embed_audio(self, mel) -> ScriptedFeatures:
         seeks = [round(float(window[0, 0])) for window in np.asarray(mel)]

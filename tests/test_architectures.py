@@ -15,17 +15,22 @@ import numpy as np
 import pytest
 import whisper.tokenizer
 
-from maxwhisper_lib.architecture_checks import CHECKED, MAX_LAYERS, TOLERANCE, check_architecture
-from maxwhisper_lib.checks import clip_window
-from maxwhisper_lib.tokenizer import get_tokenizer
-from maxwhisper_lib.weights.canonical import expected_shapes
-from maxwhisper_lib.weights.catalog import (
+from maxwhisper_lib.checkpoints.canonical import expected_shapes
+from maxwhisper_lib.checkpoints.catalog import (
     OFFICIAL_NAMES,
     PUBLISHED_PARAMETERS_M,
     guess_model_name,
     official_dims,
     size_name,
 )
+from maxwhisper_lib.decoding.tokenizer import get_tokenizer
+from maxwhisper_lib.lab.architecture_checks import (
+    CHECKED,
+    MAX_LAYERS,
+    TOLERANCE,
+    check_architecture,
+)
+from maxwhisper_lib.lab.checks import clip_window
 
 
 def architecture_id(name: str) -> str:

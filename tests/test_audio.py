@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import whisper.audio
 
-from maxwhisper_lib.audio import (
+from maxwhisper_lib.audio.load import (
     SAMPLE_RATE,
     SILENCE_PEAK,
     audio_seconds,

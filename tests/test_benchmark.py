@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maxwhisper_lib import benchmark as bench
-from maxwhisper_lib.audio import SAMPLE_RATE
-from maxwhisper_lib.machine import machine_info, package_versions, peak_rss_mb, rss_mb
+from maxwhisper_lib.audio.load import SAMPLE_RATE
+from maxwhisper_lib.engine.machine import machine_info, package_versions, peak_rss_mb, rss_mb
+from maxwhisper_lib.lab import benchmark as bench
 
 matplotlib.use("Agg")
 
@@ -96,7 +96,7 @@ def test_ratios(result):
 
 @pytest.mark.slow
 def test_roofline_sets_decoder_steps_against_the_floor(result, max_tiny):
-    from maxwhisper_lib.roofline import decoder_step_bytes
+    from maxwhisper_lib.lab.roofline import decoder_step_bytes
 
     table = result.roofline_table()
     assert set(zip(table["engine"], table["batch"], strict=True)) == {
@@ -157,7 +157,7 @@ def test_files_written_and_loadable(result, tmp_path):
 
 @pytest.mark.slow
 def test_plots(result):
-    from maxwhisper_lib import plots
+    from maxwhisper_lib.lab import plots
 
     figures = [
         plots.plot_rtf(result.summary_table(), bench.TARGETS),
@@ -173,7 +173,7 @@ def test_plots(result):
 def test_size_row_measures_three_engines_that_agree():
     """One row of the size benchmark (tiny.en): MAX, PyTorch and CTranslate2 timed, the
     CTranslate2 encoder on the folder the suite writes within 1e-4 of PyTorch, as MAX's is."""
-    from maxwhisper_lib.benchmark.sizes import measure_size
+    from maxwhisper_lib.lab.benchmark.sizes import measure_size
 
     row = measure_size("tiny.en", steps=4, repeats=1, encoder_rounds=1)
     for engine in ("max", "torch", "ct2"):
@@ -187,7 +187,7 @@ def test_size_plot_draws_the_engines_measured():
     """The committed size report plots MAX, PyTorch and CTranslate2 against parameter count
     (per engine a line through the standard sizes and the variants' markers); a table without
     CTranslate2's columns (older reports) plots the other two."""
-    from maxwhisper_lib import plots
+    from maxwhisper_lib.lab import plots
     from maxwhisper_lib.paths import reports_dir
 
     table = pd.read_csv(reports_dir() / "cpu-2core-sizes" / "sizes.csv")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.checks import (
+from maxwhisper_lib.engine.model import MaxWhisper
+from maxwhisper_lib.lab.checks import (
     KernelCheckError,
     KernelChecks,
     assert_all_passed,
@@ -13,7 +14,6 @@ from maxwhisper_lib.checks import (
     real_inputs,
     tolerance_for,
 )
-from maxwhisper_lib.model import MaxWhisper
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_only_float32_on_a_gpu_gets_the_tf32_tolerance(results):
 
 
 def test_int8_checks_bound_the_kernel_exactly_and_show_its_error(results):
-    from maxwhisper_lib.checks import INT8_CHECK_LAYERS, INT8_TOLERANCE, ROW_KERNEL_TOLERANCE
+    from maxwhisper_lib.lab.checks import INT8_CHECK_LAYERS, INT8_TOLERANCE, ROW_KERNEL_TOLERANCE
 
     model = [r for r in results if r.component.endswith("vs NumPy int8 model")]
     versus = [r for r in results if r.component.endswith("vs float32")]
@@ -66,7 +66,7 @@ def test_int8_checks_bound_the_kernel_exactly_and_show_its_error(results):
 
 
 def test_row_kernels_join_the_checks_with_their_tighter_bound(results):
-    from maxwhisper_lib.checks import ROW_KERNEL_LAYERS, ROW_KERNEL_TOLERANCE
+    from maxwhisper_lib.lab.checks import ROW_KERNEL_LAYERS, ROW_KERNEL_TOLERANCE
 
     rows = [r for r in results if r.component.startswith("row kernel ")]
     assert len(rows) == 2 * (len(ROW_KERNEL_LAYERS) + 1)  # each layer + logits, 1 and 5 rows
@@ -76,7 +76,7 @@ def test_row_kernels_join_the_checks_with_their_tighter_bound(results):
 
 
 def test_attention_kernels_join_the_checks_at_the_models_shapes(results):
-    from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE
+    from maxwhisper_lib.lab.checks import ROW_KERNEL_TOLERANCE
 
     rows = [r for r in results if r.component.startswith("attention kernel")]
     assert (
@@ -101,7 +101,7 @@ def test_cached_decoding_runs_at_least_twenty_steps(results, jfk_inputs):
 
 
 def test_real_prompt_is_the_reference_text(jfk_inputs, tiny_weights):
-    from maxwhisper_lib.tokenizer import get_tokenizer
+    from maxwhisper_lib.decoding.tokenizer import get_tokenizer
 
     _, tokens = jfk_inputs
     tokenizer = get_tokenizer(tiny_weights.dims)

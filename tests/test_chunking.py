@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.chunking import (
+from maxwhisper_lib.audio.chunking import (
     BATCHED_VAD_SILENCE_MS,
     LEAD_IN_FRAMES,
     batched_vad_parameters,
@@ -15,12 +14,13 @@ from maxwhisper_lib.chunking import (
     merge_results,
     speech_spans,
 )
+from maxwhisper_lib.audio.features import N_FRAMES
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.audio.vad import VadParameters
+from maxwhisper_lib.decoding.text import word_error_rate
+from maxwhisper_lib.decoding.transcribe import transcribe, transcribe_batch, transcript_tokens
 from maxwhisper_lib.errors import DecodingOptionsError
-from maxwhisper_lib.manifest import clip, load_manifest
-from maxwhisper_lib.mel import N_FRAMES
-from maxwhisper_lib.scoring import word_error_rate
-from maxwhisper_lib.transcribe import transcribe, transcribe_batch, transcript_tokens
-from maxwhisper_lib.vad import VadParameters
+from maxwhisper_lib.lab.manifest import clip, load_manifest
 
 SR = 16000
 LONG_CLIPS = [c.id for c in load_manifest() if c.has_reference and c.duration > 30]

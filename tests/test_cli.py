@@ -17,7 +17,7 @@ import soundfile
 import whisper.utils
 
 from maxwhisper_lib import cli
-from maxwhisper_lib.outputs import FORMATS, json_safe, parse_formats, write_result
+from maxwhisper_lib.decoding.writers import FORMATS, json_safe, parse_formats, write_result
 from maxwhisper_lib.paths import data_dir
 
 JFK = str(data_dir() / "jfk.flac")

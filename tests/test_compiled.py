@@ -11,10 +11,10 @@ import pytest
 from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorType
 
-from maxwhisper_lib import compiled
-from maxwhisper_lib.model import ALL_GRAPHS, MaxWhisper
-from maxwhisper_lib.precompile import SHIPPED_DTYPES
-from maxwhisper_lib.transcribe import transcribe, transcript_tokens
+from maxwhisper_lib.decoding.transcribe import transcribe, transcript_tokens
+from maxwhisper_lib.engine import compiled
+from maxwhisper_lib.engine.model import ALL_GRAPHS, MaxWhisper
+from maxwhisper_lib.lab.precompile import SHIPPED_DTYPES
 
 
 def add_one_module(module) -> dict[str, str]:

@@ -23,9 +23,9 @@ from maxwhisper_lib.corpus import (
     collect_inputs,
     run_corpus,
 )
-from maxwhisper_lib.corpus import cli as corpus_cli
+from maxwhisper_lib.corpus import __main__ as corpus_cli
 from maxwhisper_lib.corpus.run import CorpusRunError, plan_actors, result_row
-from maxwhisper_lib.manifest import load_manifest
+from maxwhisper_lib.lab.manifest import load_manifest
 from maxwhisper_lib.paths import data_dir
 
 GREEDY = {"beam_size": None, "best_of": None, "temperature": (0.0,)}
@@ -219,8 +219,8 @@ CLIP_IDS = ("jfk", "librispeech-1089-134686-0001", "librispeech-1089-134686-0002
 
 @pytest.mark.slow
 def test_corpus_equals_transcribe_and_resumes(ray_local, tmp_path, max_tiny):
-    from maxwhisper_lib.scoring import word_error_rate
-    from maxwhisper_lib.transcribe import transcribe
+    from maxwhisper_lib.decoding.text import word_error_rate
+    from maxwhisper_lib.decoding.transcribe import transcribe
 
     items = [i for i in collect_inputs(data_dir() / "manifest.csv") if i.id in CLIP_IDS]
     first = run_corpus(items[:2], tmp_path, SETTINGS, formats=("txt",), progress=False)
@@ -375,6 +375,6 @@ def test_read_audio_turns_any_failure_into_the_rows_error(tmp_path, monkeypatch)
     def broken(*args, **kwargs):
         raise MemoryError("no room")
 
-    monkeypatch.setattr("maxwhisper_lib.audio.load_audio", broken)
+    monkeypatch.setattr("maxwhisper_lib.audio.load.load_audio", broken)
     row = actors.read_audio({"id": "x", "path": "x.wav", "reference": ""})
     assert row["error"] == "x.wav: MemoryError: no room"

@@ -17,7 +17,7 @@ import torch
 import whisper
 import whisper.decoding as ow
 
-from maxwhisper_lib.decoding import (
+from maxwhisper_lib.decoding.decode import (
     BeamSearchDecoder,
     DecodingOptions,
     DecodingTask,
@@ -27,9 +27,9 @@ from maxwhisper_lib.decoding import (
     rank_candidates,
     validate_options,
 )
+from maxwhisper_lib.decoding.tokenizer import get_tokenizer
 from maxwhisper_lib.dims import ModelDimensions
 from maxwhisper_lib.errors import DecodingOptionsError
-from maxwhisper_lib.tokenizer import get_tokenizer
 
 TINY_EN = ModelDimensions(
     n_mels=80,

@@ -46,7 +46,9 @@ def pip_section(environment: dict) -> list[str]:
 
 
 def test_conda_packages_match_pyproject_bounds(pyproject, environment):
-    declared = {Requirement(r).name.lower(): Requirement(r) for r in pyproject["dependencies"]}
+    """Conda installs the product's and the lab's packages (the ``lab`` extra) at their bounds."""
+    requirements = [*pyproject["dependencies"], *pyproject["optional-dependencies"]["lab"]]
+    declared = {Requirement(r).name.lower(): Requirement(r) for r in requirements}
     for name, spec in conda_packages(environment).items():
         if name in ("python", "pip"):
             continue
@@ -74,3 +76,12 @@ def test_torch_pin_satisfies_pyproject(pyproject):
     torch = next(Requirement(r) for r in pyproject["dependencies"] if r.startswith("torch"))
     pinned = makefile_variable("TORCH_SPEC").split("==")[1]
     assert torch.specifier.contains(pinned)
+
+
+def test_the_lab_packages_are_an_extra_not_the_products(pyproject):
+    """``pip install .`` installs the product without the notebooks' and reports' packages."""
+    core = {Requirement(r).name.lower() for r in pyproject["dependencies"]}
+    lab = {Requirement(r).name.lower() for r in pyproject["optional-dependencies"]["lab"]}
+    assert {"jupyterlab", "papermill", "nbval", "pandas", "matplotlib", "jiwer"} <= lab
+    assert not core & lab
+    assert {"max", "tiktoken", "openai-whisper"} <= core

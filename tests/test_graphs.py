@@ -10,11 +10,11 @@ import pytest
 from max.dtype import DType
 from max.graph import BufferType, DeviceRef, Module, TensorType
 
+from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.engine.graphs import check_registry, declared_weights
+from maxwhisper_lib.engine.graphs.decoder import DecoderStepInputs
+from maxwhisper_lib.engine.model import ALL_GRAPHS, MaxWhisper
 from maxwhisper_lib.errors import WeightsError
-from maxwhisper_lib.graphs import check_registry, declared_weights
-from maxwhisper_lib.graphs.decoder import DecoderStepInputs
-from maxwhisper_lib.model import ALL_GRAPHS, MaxWhisper
-from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
 
 
 @pytest.mark.parametrize("row_kernels", [True, False])

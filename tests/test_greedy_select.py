@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.decoding import LogitFilters
-from maxwhisper_lib.tokenizer import get_tokenizer
-from maxwhisper_lib.weights.synthetic import TOY_DIMS
+from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS
+from maxwhisper_lib.decoding.decode import LogitFilters
+from maxwhisper_lib.decoding.tokenizer import get_tokenizer
 
 TOKENIZER = get_tokenizer(TOY_DIMS)
 BEGIN, EOT = TOKENIZER.timestamp_begin, TOKENIZER.eot
@@ -144,14 +144,14 @@ def selection_graph():
     from max.dtype import DType
     from max.graph import DeviceRef, Graph, TensorType
 
-    from maxwhisper_lib.graphs.selection import (
+    from maxwhisper_lib.engine.graphs.selection import (
         SETTINGS,
         choose,
         first_rule_state,
         next_rule_state,
         row_rules,
     )
-    from maxwhisper_lib.runtime import compile_graph
+    from maxwhisper_lib.engine.runtime import compile_graph
 
     device = DeviceRef.CPU()
     n_vocab = TOY_DIMS.n_vocab

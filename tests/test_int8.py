@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib import machine, runtime
-from maxwhisper_lib.checks import ROW_KERNEL_TOLERANCE, compare
-from maxwhisper_lib.errors import DecodingOptionsError
-from maxwhisper_lib.graphs.kernels import build_int8_graph
-from maxwhisper_lib.quantization import (
+from maxwhisper_lib.engine import machine, runtime
+from maxwhisper_lib.engine.graphs.custom_ops import build_int8_graph
+from maxwhisper_lib.engine.quantization import (
     LANES,
     TILE_OUTPUTS,
     int8_linear_reference,
     quantize_activations,
     quantize_linear,
 )
-from maxwhisper_lib.weight_mapping import map_weights
+from maxwhisper_lib.engine.weight_mapping import map_weights
+from maxwhisper_lib.errors import DecodingOptionsError
+from maxwhisper_lib.lab.checks import ROW_KERNEL_TOLERANCE, compare
 
 
 def test_quantize_linear_round_trips_within_half_a_step():
@@ -174,7 +174,7 @@ def test_int8_is_a_cpu_mode():
 
 @pytest.mark.slow
 def test_int8_needs_the_kernels(tiny_weights):
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     with pytest.raises(DecodingOptionsError, match="row_kernels"):
         MaxWhisper(tiny_weights, device="cpu", dtype="int8", row_kernels=False)
@@ -182,15 +182,15 @@ def test_int8_needs_the_kernels(tiny_weights):
 
 @pytest.fixture(scope="module")
 def max_tiny_int8(tiny_weights):
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     return MaxWhisper(tiny_weights, device="cpu", dtype="int8")
 
 
 @pytest.mark.slow
 def test_int8_transcribes_jfk_with_float32s_words(max_tiny_int8, max_tiny, jfk_audio):
-    from maxwhisper_lib.scoring import normalize
-    from maxwhisper_lib.transcribe import transcribe
+    from maxwhisper_lib.decoding.text import normalize
+    from maxwhisper_lib.decoding.transcribe import transcribe
 
     assert repr(max_tiny_int8).endswith("dtype='int8')")
     int8_text = transcribe(max_tiny_int8, jfk_audio, temperature=0.0)["text"]
@@ -209,7 +209,7 @@ def test_cli_int8_is_for_the_max_engine():
 
 
 def test_benchmark_has_an_int8_engine_with_its_own_targets():
-    from maxwhisper_lib.benchmark import INT8_TARGETS, make_engine
+    from maxwhisper_lib.lab.benchmark import INT8_TARGETS, make_engine
 
     engine = make_engine("max-int8", device="cpu")
     assert engine.name == "max-int8" and engine.dtype == "int8"

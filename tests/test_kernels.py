@@ -8,17 +8,17 @@ import pytest
 from max.driver import Buffer
 from max.dtype import DType
 
-from maxwhisper_lib import runtime
-from maxwhisper_lib.checks import (
+from maxwhisper_lib.engine import runtime
+from maxwhisper_lib.engine.graphs.custom_ops import (
+    build_cross_attention_graph,
+    build_rows_graph,
+    build_self_attention_graph,
+)
+from maxwhisper_lib.lab.checks import (
     ROW_KERNEL_TOLERANCE,
     causal_attention_reference,
     compare,
     cross_attention_reference,
-)
-from maxwhisper_lib.graphs.kernels import (
-    build_cross_attention_graph,
-    build_rows_graph,
-    build_self_attention_graph,
 )
 
 pytestmark = pytest.mark.slow

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.benchmark import BenchmarkError
-from maxwhisper_lib.long_audio import (
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.lab.benchmark import BenchmarkError
+from maxwhisper_lib.lab.long_audio import (
     LongAudioResult,
     Probe,
     load_long_result,
     run_long_benchmark,
     write_wav,
 )
-from maxwhisper_lib.manifest import clip
+from maxwhisper_lib.lab.manifest import clip
 
 
 def test_the_long_file_decodes_to_the_samples_it_was_built_from(tmp_path):

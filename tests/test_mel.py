@@ -10,10 +10,7 @@ import pytest
 from max.driver import Buffer
 from max.dtype import DType
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.errors import AudioError
-from maxwhisper_lib.graphs.mel import DFT_SPLIT, N_FREQS, dft_stages, hann_window
-from maxwhisper_lib.mel import (
+from maxwhisper_lib.audio.features import (
     HOP_LENGTH,
     MIN_SAMPLES,
     N_FFT,
@@ -28,6 +25,9 @@ from maxwhisper_lib.mel import (
     mel_window,
     pad_or_trim,
 )
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.engine.graphs.mel import DFT_SPLIT, N_FREQS, dft_stages, hann_window
+from maxwhisper_lib.errors import AudioError
 from maxwhisper_lib.paths import data_dir
 
 TOLERANCE = 1e-4  # from openai-whisper, whose own float32 rounding reaches 8e-5 on dev clips
@@ -197,7 +197,7 @@ def test_long_input_in_pieces_is_bit_identical(log_mel_80, clips, padding, monke
     """Long files go through the STFT a piece at a time (reflect padding at the file's ends
     only, the floor over the whole file): the same bits as one call. Pieces of 700 frames
     here, so that short clips cross several piece boundaries."""
-    import maxwhisper_lib.mel as mel
+    import maxwhisper_lib.audio.features as mel
 
     monkeypatch.setattr(mel, "PIECE_FRAMES", 700)
     audio = np.concatenate([clips["jfk"], clips["librispeech-1089-134686-0001"][:12345]])
@@ -213,7 +213,7 @@ def test_long_input_in_pieces_is_bit_identical(log_mel_80, clips, padding, monke
 def test_streamed_log_mel_is_bit_identical(log_mel_80, clips, padding, chunk, monkeypatch):
     """Samples arriving in chunks of any size (here across 700-frame pieces) give the same
     bits as one call, and the pieces' windows are :func:`mel_window`'s."""
-    import maxwhisper_lib.mel as mel
+    import maxwhisper_lib.audio.features as mel
 
     monkeypatch.setattr(mel, "PIECE_FRAMES", 700)
     audio = np.concatenate([clips["jfk"], clips["librispeech-1089-134686-0001"][:12345]])
@@ -236,7 +236,7 @@ def test_streamed_log_mel_of_too_few_samples_is_refused(log_mel_80):
 def test_each_backend_brings_its_front_end(torch_tiny, jfk_audio, jfk_clip):
     """``auto`` takes the backend's own front end (openai-whisper's for PyTorch); ``max`` is
     MAX's on any backend, from samples or streamed from a path."""
-    from maxwhisper_lib.transcribe import whole_file_log_mel
+    from maxwhisper_lib.decoding.transcribe import whole_file_log_mel
 
     reference = log_mel_spectrogram_reference(jfk_audio, 80, padding=N_SAMPLES)
     np.testing.assert_array_equal(whole_file_log_mel(torch_tiny, jfk_audio), reference)
@@ -266,7 +266,7 @@ def test_replayed_log_mel_is_bit_identical(log_mel_80, clips, padding, monkeypat
     first pieces; the others are computed again as windows ask for them: in order, one more
     read; behind what the cache holds, one more read from the start (the cache then one piece
     larger). The same bits as one call, every window and the whole array."""
-    import maxwhisper_lib.mel as mel
+    import maxwhisper_lib.audio.features as mel
 
     monkeypatch.setattr(mel, "PIECE_FRAMES", 300)
     monkeypatch.setattr(mel, "KEEP_FRAMES", 600)
@@ -295,7 +295,7 @@ def test_a_short_replayable_source_is_read_once_and_kept(log_mel_80, clips):
 
 @pytest.mark.slow
 def test_audio_that_changes_between_reads_is_an_error(log_mel_80, clips, monkeypatch):
-    import maxwhisper_lib.mel as mel
+    import maxwhisper_lib.audio.features as mel
 
     monkeypatch.setattr(mel, "PIECE_FRAMES", 300)
     monkeypatch.setattr(mel, "KEEP_FRAMES", 300)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from maxwhisper_lib.pipeline import STAGES, declared_parameters, notebooks_dir
+from maxwhisper_lib.lab.pipeline import STAGES, declared_parameters, notebooks_dir
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
 

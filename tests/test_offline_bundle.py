@@ -1,4 +1,4 @@
-"""scripts/offline_bundle.py: requirements from pyproject, gather planning, packing into parts.
+"""scripts/gpu_host/offline_bundle.py: requirements from pyproject, gather planning, packing into parts.
 
 The host side (join, append, verify, unpack, install, check) is tested in test_offline_host.py,
 which packs its bundles with the helpers here.
@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "gpu_host"
 SCRIPT = SCRIPTS / "offline_bundle.py"
 HOST_SCRIPT = SCRIPTS / "offline_host.py"
 PART_SIZE = 16384
@@ -129,7 +129,7 @@ def test_project_requirements_hold_max_and_the_references_but_no_weights_or_torc
 
 
 def test_project_requirements_pin_max_as_pyproject_does() -> None:
-    pyproject = (SCRIPTS.parent / "pyproject.toml").read_text()
+    pyproject = (SCRIPTS.parents[1] / "pyproject.toml").read_text()
     project_pin = re.search(r'"(max==[^"]+)"', pyproject)
     assert project_pin is not None
     assert project_pin.group(1) in tool.project_requirements()

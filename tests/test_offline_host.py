@@ -1,4 +1,4 @@
-"""scripts/offline_host.py: host-side rebuild (join, append, verify, unpack), install and check.
+"""scripts/gpu_host/offline_host.py: host-side rebuild (join, append, verify, unpack), install and check.
 
 Bundles are packed with offline_bundle.py through test_offline_bundle's helpers, so the round
 trips here also check what pack writes against what the host side expects.
@@ -29,7 +29,7 @@ from test_offline_bundle import (
 )
 from test_offline_bundle import tool as bundler
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "offline_host.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_host" / "offline_host.py"
 
 
 tool = load_script("offline_host")

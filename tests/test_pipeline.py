@@ -1,4 +1,4 @@
-"""The papermill pipeline's own parts (``maxwhisper_lib.pipeline``, ``maxwhisper_lib.reports``):
+"""The papermill pipeline's own parts (``maxwhisper_lib.lab.pipeline``, ``maxwhisper_lib.lab.notebook_report``):
 parameters from the command line, run folders that are never reused, what notebooks hand
 the report. (The notebooks themselves run under nbval: ``make notebooks``.)"""
 
@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from maxwhisper_lib import reports
-from maxwhisper_lib.pipeline import (
+from maxwhisper_lib.lab import notebook_report as reports
+from maxwhisper_lib.lab.pipeline import (
     STAGES,
     declared_parameters,
     new_run_dir,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from maxwhisper_lib.precompile import main, parse_target
+from maxwhisper_lib.lab.precompile import main, parse_target
 
 
 def test_targets_are_api_and_architecture():
@@ -39,7 +39,7 @@ def test_tiny_en_compiles_for_a_gpu_this_machine_does_not_have(tmp_path):
         [
             sys.executable,
             "-m",
-            "maxwhisper_lib.precompile",
+            "maxwhisper_lib.lab.precompile",
             "--model",
             "tiny.en",
             "--dtypes",
@@ -68,8 +68,8 @@ def test_tiny_en_compiles_for_a_gpu_this_machine_does_not_have(tmp_path):
 def _fake_build(monkeypatch, tmp_path, verdict: int):
     """main() for the shipped CPU target with the compile and the check replaced: the files it
     'wrote' and what it returned."""
-    import maxwhisper_lib.precompile as precompile_module
-    import maxwhisper_lib.verify_build as verify_build
+    import maxwhisper_lib.lab.precompile as precompile_module
+    import maxwhisper_lib.lab.verify_build as verify_build
 
     written = [tmp_path / "key.mef.xz", tmp_path / "key.json"]
     store = tmp_path / "cache" / "maxwhisper"

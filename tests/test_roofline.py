@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxwhisper_lib import roofline
-from maxwhisper_lib.model import MaxWhisper
-from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.engine.model import MaxWhisper
+from maxwhisper_lib.lab import roofline
 
 
 @pytest.fixture(scope="module")

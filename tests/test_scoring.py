@@ -1,4 +1,4 @@
-"""WER and transcript comparison (``maxwhisper_lib.scoring``) on hand-made results: what the
+"""WER and transcript comparison (``maxwhisper_lib.lab.scoring``) on hand-made results: what the
 notebooks and the benchmark report as token identity and accuracy."""
 
 from __future__ import annotations
@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from maxwhisper_lib.manifest import Clip
-from maxwhisper_lib.scoring import (
+from maxwhisper_lib.decoding.text import normalize, word_error_rate
+from maxwhisper_lib.lab.manifest import Clip
+from maxwhisper_lib.lab.scoring import (
     TranscriptMismatch,
     Transcripts,
     assert_token_identical,
     comparison_table,
     first_difference,
     identity_summary,
-    normalize,
     wer_table,
-    word_error_rate,
 )
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from fakes import ScriptedBackend, Window
 
-from maxwhisper_lib.audio_constants import SAMPLE_RATE
-from maxwhisper_lib.tokenizer import get_tokenizer, timestamp_token
-from maxwhisper_lib.transcribe import transcribe
-from maxwhisper_lib.weights.catalog import official_dims
+from maxwhisper_lib.audio.constants import SAMPLE_RATE
+from maxwhisper_lib.checkpoints.catalog import official_dims
+from maxwhisper_lib.decoding.tokenizer import get_tokenizer, timestamp_token
+from maxwhisper_lib.decoding.transcribe import transcribe
 
 DIMS = official_dims("tiny.en")
 TOKENIZER = get_tokenizer(DIMS)

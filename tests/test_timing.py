@@ -2,7 +2,7 @@
 
 The median filter is compared on random arrays; the alignment (cross-attention -> DTW -> words)
 and the segment-level heuristics are compared on real clips through openai-whisper's own PyTorch
-module (:class:`~maxwhisper_lib.reference.TorchBackend`), where both sides see the very same
+module (:class:`~maxwhisper_lib.decoding.reference.TorchBackend`), where both sides see the very same
 attention weights, so the times must agree exactly.
 """
 
@@ -16,12 +16,12 @@ import whisper.timing as ow_timing
 from whisper.model import ModelDimensions as OwDimensions
 from whisper.model import Whisper as OwWhisper
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.decoding import decode
-from maxwhisper_lib.manifest import clip
-from maxwhisper_lib.timing import alignment_heads, find_alignment, median_filter
-from maxwhisper_lib.tokenizer import get_tokenizer
-from maxwhisper_lib.transcribe import transcribe
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.decoding.decode import decode
+from maxwhisper_lib.decoding.timing import alignment_heads, find_alignment, median_filter
+from maxwhisper_lib.decoding.tokenizer import get_tokenizer
+from maxwhisper_lib.decoding.transcribe import transcribe
+from maxwhisper_lib.lab.manifest import clip
 
 # ---------------------------------------------------------------------------------------------
 # median filter

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maxwhisper_lib.dims import ModelDimensions
-from maxwhisper_lib.errors import DecodingOptionsError
-from maxwhisper_lib.paths import data_dir
-from maxwhisper_lib.tokenizer import (
+from maxwhisper_lib.decoding.tokenizer import (
     LANGUAGES,
     N_TIMESTAMPS,
     get_tokenizer,
@@ -22,6 +19,9 @@ from maxwhisper_lib.tokenizer import (
     timestamp_seconds,
     timestamp_token,
 )
+from maxwhisper_lib.dims import ModelDimensions
+from maxwhisper_lib.errors import DecodingOptionsError
+from maxwhisper_lib.paths import data_dir
 
 
 def dims_with_vocab(n_vocab: int) -> ModelDimensions:

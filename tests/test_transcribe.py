@@ -16,13 +16,13 @@ import pytest
 import torch
 import whisper
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.decoding import detect_language
+from maxwhisper_lib.audio.features import N_FRAMES, N_SAMPLES
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.checkpoints import checkpoint_path, load_weights
+from maxwhisper_lib.decoding.decode import detect_language
+from maxwhisper_lib.decoding.transcribe import transcribe, transcribe_batch, transcript_tokens
 from maxwhisper_lib.errors import AudioError, DecodingOptionsError
-from maxwhisper_lib.manifest import clip, load_manifest
-from maxwhisper_lib.mel import N_FRAMES, N_SAMPLES
-from maxwhisper_lib.transcribe import transcribe, transcribe_batch, transcript_tokens
-from maxwhisper_lib.weights import checkpoint_path, load_weights
+from maxwhisper_lib.lab.manifest import clip, load_manifest
 
 CLIPS = [c.id for c in load_manifest()]
 LONG_CLIP = "ljspeech-lj023-0051-0058"  # 49 s: two windows, so the prompt carries over
@@ -102,7 +102,7 @@ def test_greedy_transcript_is_token_identical_to_openai_whisper(
 def max_ops_loop(tiny_weights):
     """tiny.en with MAX's own ops instead of the Mojo row kernels: the graphs a GPU runs,
     greedy loop included (position, mask and cache writes derived on the device), on the CPU."""
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     return MaxWhisper(tiny_weights, device="cpu", row_kernels=False)
 
@@ -275,7 +275,7 @@ def test_the_gpus_workspaces_decode_like_the_cpus_buffers(tiny_weights, max_gree
     """The GPU's way of holding the loop's buffers (one workspace per batch size, the keys and
     values of each window batch copied in, capture tried once and given up where the device
     has none, as on this CPU): the same transcripts, batched and one file at a time."""
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     model = MaxWhisper(tiny_weights, device="cpu", capture=True)
     ids = ["osr-us-000-0034", "jfk", "librispeech-1089-134686-0001"]
@@ -368,7 +368,7 @@ def base_weights():
 @pytest.fixture(scope="module")
 def max_base(base_weights):
     """The one MAX base model of this module (its graphs compile once, minutes when cold)."""
-    from maxwhisper_lib.model import MaxWhisper
+    from maxwhisper_lib.engine.model import MaxWhisper
 
     return MaxWhisper(base_weights, device="cpu", dtype="float32")
 
@@ -434,7 +434,7 @@ def test_base_detects_english_when_transcribing(max_base, ow_base, multilingual_
 
 
 def test_word_error_rate_normalises_like_openai_whisper():
-    from maxwhisper_lib.scoring import word_error_rate
+    from maxwhisper_lib.decoding.text import word_error_rate
 
     reference = "And so my fellow Americans, ask not what your country can do for you."
     assert (
@@ -453,7 +453,7 @@ def test_word_error_rate_normalises_like_openai_whisper():
 
 
 def test_identity_summary_names_the_first_different_token():
-    from maxwhisper_lib.scoring import (
+    from maxwhisper_lib.lab.scoring import (
         TranscriptMismatch,
         assert_token_identical,
         first_difference,
@@ -492,7 +492,7 @@ def stamp(seconds: float) -> int:
 
 
 def spans_of(tokens, seek=0, size=3000, keep_unfinished=False):
-    from maxwhisper_lib.transcribe import split_segments
+    from maxwhisper_lib.decoding.transcribe import split_segments
 
     spans, advance, single = split_segments(
         np.array(tokens), BEGIN, EOT, seek, size, keep_unfinished

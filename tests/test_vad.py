@@ -8,16 +8,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from maxwhisper_lib import audio as audio_module
-from maxwhisper_lib.audio import stream_audio
-from maxwhisper_lib.benchmark import build_long_audio, load_clips
-from maxwhisper_lib.chunking import batched_vad_parameters
-from maxwhisper_lib.errors import AudioError, DecodingOptionsError
-from maxwhisper_lib.long_audio import write_wav
-from maxwhisper_lib.manifest import load_manifest
-from maxwhisper_lib.scoring import normalize
-from maxwhisper_lib.transcribe import transcribe
-from maxwhisper_lib.vad import (
+from maxwhisper_lib.audio import load as audio_module
+from maxwhisper_lib.audio.chunking import batched_vad_parameters
+from maxwhisper_lib.audio.load import stream_audio
+from maxwhisper_lib.audio.vad import (
     VAD_BATCH_WINDOWS,
     VAD_WINDOW,
     FileSpeech,
@@ -29,6 +23,12 @@ from maxwhisper_lib.vad import (
     speech_only,
     speech_probabilities,
 )
+from maxwhisper_lib.decoding.text import normalize
+from maxwhisper_lib.decoding.transcribe import transcribe
+from maxwhisper_lib.errors import AudioError, DecodingOptionsError
+from maxwhisper_lib.lab.benchmark import build_long_audio, load_clips
+from maxwhisper_lib.lab.long_audio import write_wav
+from maxwhisper_lib.lab.manifest import load_manifest
 
 SR = 16000
 PAD = 8.192  # seconds of silence put before a clip (a whole number of Silero's 512-sample steps)

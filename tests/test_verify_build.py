@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maxwhisper_lib import verify_build
+from maxwhisper_lib.lab import verify_build
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 from max.dtype import DType
 
-from maxwhisper_lib.errors import DecodingOptionsError
-from maxwhisper_lib.model import MaxWhisper
-from maxwhisper_lib.weight_mapping import (
+from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.engine.model import MaxWhisper
+from maxwhisper_lib.engine.weight_mapping import (
     ROW_LINEARS,
     TOKEN_EMBEDDING,
     is_row_weight,
     map_weights,
     row_weight_dtype,
 )
-from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.errors import DecodingOptionsError
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_registry_holds_what_the_graphs_declare(toy16, rows):
     """One source of names and shapes: the graphs declare them, the mapping produces them."""
     from max.graph import Module
 
-    from maxwhisper_lib.graphs import declared_weights
+    from maxwhisper_lib.engine.graphs import declared_weights
 
     model = MaxWhisper(toy16, device="cpu", row_kernels=rows)
     declared = declared_weights(model.graphs(Module()).values())
@@ -81,7 +81,7 @@ def test_model_uses_row_kernels_on_cpu_only(toy16):
 
 
 def test_row_kernels_refused_off_the_cpu(toy16, monkeypatch):
-    from maxwhisper_lib import runtime
+    from maxwhisper_lib.engine import runtime
 
     monkeypatch.setattr(runtime, "resolve_device_name", lambda device: "gpu")
     with pytest.raises(DecodingOptionsError, match="CPU only"):

@@ -11,20 +11,20 @@ import struct
 import numpy as np
 import pytest
 
-from maxwhisper_lib.errors import WeightsError
-from maxwhisper_lib.weights import read_weights
-from maxwhisper_lib.weights.catalog import guess_model_name, published_parameters
-from maxwhisper_lib.weights.ct2 import (
+from maxwhisper_lib.checkpoints import read_weights
+from maxwhisper_lib.checkpoints.catalog import guess_model_name, published_parameters
+from maxwhisper_lib.checkpoints.ct2 import (
     Ct2Folder,
     canonical_to_ct2,
     read_ct2,
     read_ct2_parts,
     write_ct2_model_bin,
 )
-from maxwhisper_lib.weights.ct2_binary import read_ct2_binary, write_ct2_binary
-from maxwhisper_lib.weights.sources import NAMED_MODELS, NamedModel, PackagedFile
-from maxwhisper_lib.weights.streams import file_sha256
-from maxwhisper_lib.weights.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.checkpoints.ct2_binary import read_ct2_binary, write_ct2_binary
+from maxwhisper_lib.checkpoints.sources import NAMED_MODELS, NamedModel, PackagedFile
+from maxwhisper_lib.checkpoints.streams import file_sha256
+from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS, random_weights
+from maxwhisper_lib.errors import WeightsError
 
 
 def _installed(*distributions: str) -> bool:
@@ -44,7 +44,7 @@ needs_base = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def tiny_folder() -> Ct2Folder:
-    from maxwhisper_lib.weights.sources import locate_named_model
+    from maxwhisper_lib.checkpoints.sources import locate_named_model
 
     return locate_named_model("tiny.en")
 
@@ -137,7 +137,7 @@ def test_written_vocabulary_is_the_packaged_tiny_en_one(tiny_folder, tiny):
     """Our ``vocabulary.txt`` spells every id as the packaged tiny.en's does, except the two
     special tokens openai-whisper has since renamed (``<|iw|>`` -> ``<|he|>``, ``<|nocaptions|>``
     -> ``<|nospeech|>``; CTranslate2 looks up either name)."""
-    from maxwhisper_lib.weights.ct2 import ct2_vocabulary
+    from maxwhisper_lib.checkpoints.ct2 import ct2_vocabulary
 
     packaged = (tiny_folder.folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     ours = ct2_vocabulary(tiny.dims)
@@ -150,9 +150,9 @@ def test_ctranslate2_runs_a_written_folder_like_openai_whisper(tmp_path):
     """A folder from ``write_ct2_folder`` loads in CTranslate2 (faster-whisper's engine): its
     encoder output and greedy tokens equal openai-whisper's PyTorch model on the same weights."""
     ctranslate2 = pytest.importorskip("ctranslate2")
-    from maxwhisper_lib.reference import TorchBackend
-    from maxwhisper_lib.tokenizer import get_tokenizer
-    from maxwhisper_lib.weights.ct2 import write_ct2_folder
+    from maxwhisper_lib.checkpoints.ct2 import write_ct2_folder
+    from maxwhisper_lib.decoding.reference import TorchBackend
+    from maxwhisper_lib.decoding.tokenizer import get_tokenizer
 
     weights = random_weights(seed=5)
     folder = write_ct2_folder(weights, tmp_path / "toy-ct2")

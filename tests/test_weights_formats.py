@@ -10,22 +10,22 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from maxwhisper_lib.errors import WeightsError
-from maxwhisper_lib.weights import detect_format, read_weights
-from maxwhisper_lib.weights.huggingface import WEIGHTS_FILE, read_huggingface, write_huggingface
-from maxwhisper_lib.weights.inspect import (
+from maxwhisper_lib.checkpoints import detect_format, read_weights
+from maxwhisper_lib.checkpoints.huggingface import WEIGHTS_FILE, read_huggingface, write_huggingface
+from maxwhisper_lib.checkpoints.inspect import (
     block_statistics,
     parameter_summary,
     tensor_table,
     tensors_checksum,
 )
-from maxwhisper_lib.weights.openai_checkpoint import (
+from maxwhisper_lib.checkpoints.openai_checkpoint import (
     known_alignment_heads,
     read_openai_checkpoint,
     write_openai_checkpoint,
 )
-from maxwhisper_lib.weights.store import write_canonical
-from maxwhisper_lib.weights.synthetic import random_weights
+from maxwhisper_lib.checkpoints.store import write_canonical
+from maxwhisper_lib.checkpoints.synthetic import random_weights
+from maxwhisper_lib.errors import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_export_refuses_to_clobber(tmp_path, toy):
 def test_transformers_loads_the_export_and_agrees_with_openai_whisper(tmp_path, tiny):
     from transformers import WhisperForConditionalGeneration
 
-    from maxwhisper_lib.reference import build_reference_model
+    from maxwhisper_lib.decoding.reference import build_reference_model
 
     folder = write_huggingface(tiny, tmp_path / "hf")
     hf = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
@@ -259,7 +259,7 @@ def test_distil_layout_deep_encoder_shallow_decoder_round_trips(tmp_path):
     depths its config.json gives, every tensor in place."""
     from dataclasses import replace
 
-    from maxwhisper_lib.weights.synthetic import TOY_DIMS
+    from maxwhisper_lib.checkpoints.synthetic import TOY_DIMS
 
     dims = replace(TOY_DIMS, n_mels=128, n_vocab=51866, n_audio_layer=4, n_text_layer=1)
     distil = random_weights(dims, seed=5, name="distil-toy")

@@ -9,14 +9,14 @@ import pytest
 import torch
 import whisper
 
-from maxwhisper_lib.audio import load_audio
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.checkpoints import checkpoint_path, ct2_path, load_weights
+from maxwhisper_lib.decoding.reference import build_reference_model
+from maxwhisper_lib.decoding.text import normalize
 from maxwhisper_lib.errors import MaxWhisperError
-from maxwhisper_lib.manifest import clip
+from maxwhisper_lib.lab.manifest import clip
+from maxwhisper_lib.lab.weights_verify import faster_whisper_transcript, openai_whisper_transcript
 from maxwhisper_lib.paths import data_dir
-from maxwhisper_lib.reference import build_reference_model
-from maxwhisper_lib.scoring import normalize
-from maxwhisper_lib.weights import checkpoint_path, ct2_path, load_weights
-from maxwhisper_lib.weights.verify import faster_whisper_transcript, openai_whisper_transcript
 
 
 def _installed(*names: str) -> bool:

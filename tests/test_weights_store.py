@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-import maxwhisper_lib.weights as api
+import maxwhisper_lib.checkpoints as api
+from maxwhisper_lib.checkpoints import store
+from maxwhisper_lib.checkpoints.__main__ import main as cli
+from maxwhisper_lib.checkpoints.huggingface import write_huggingface
+from maxwhisper_lib.checkpoints.inspect import tensors_checksum
+from maxwhisper_lib.checkpoints.sources import locate_named_model
+from maxwhisper_lib.checkpoints.streams import file_sha256
+from maxwhisper_lib.checkpoints.synthetic import random_weights
 from maxwhisper_lib.errors import WeightsError
-from maxwhisper_lib.weights import store
-from maxwhisper_lib.weights.__main__ import main as cli
-from maxwhisper_lib.weights.huggingface import write_huggingface
-from maxwhisper_lib.weights.inspect import tensors_checksum
-from maxwhisper_lib.weights.sources import locate_named_model
-from maxwhisper_lib.weights.streams import file_sha256
-from maxwhisper_lib.weights.synthetic import random_weights
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_cli_extract_and_info(tmp_path, capsys):
 def test_cli_runs_as_a_module(tmp_path):
     env = dict(os.environ, MAXWHISPER_WEIGHTS_DIR=str(tmp_path))
     done = subprocess.run(
-        [sys.executable, "-m", "maxwhisper_lib.weights", "extract", "--model", "tiny.en"],
+        [sys.executable, "-m", "maxwhisper_lib.checkpoints", "extract", "--model", "tiny.en"],
         capture_output=True,
         text=True,
         env=env,

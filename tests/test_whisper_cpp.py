@@ -7,13 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maxwhisper_lib.audio import load_audio
-from maxwhisper_lib.benchmark import make_engine
-from maxwhisper_lib.errors import WeightsError
-from maxwhisper_lib.manifest import clip
-from maxwhisper_lib.scoring import normalize, word_error_rate
-from maxwhisper_lib.weights import ggml_path
-from maxwhisper_lib.weights.ggml import (
+from maxwhisper_lib.audio.load import load_audio
+from maxwhisper_lib.checkpoints import ggml_path
+from maxwhisper_lib.checkpoints.ggml import (
     TENSOR_F16,
     TENSOR_F32,
     TENSOR_Q8_0,
@@ -23,6 +19,10 @@ from maxwhisper_lib.weights.ggml import (
     vocabulary,
     write_ggml,
 )
+from maxwhisper_lib.decoding.text import normalize, word_error_rate
+from maxwhisper_lib.errors import WeightsError
+from maxwhisper_lib.lab.benchmark import make_engine
+from maxwhisper_lib.lab.manifest import clip
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def jfk_openai(tiny_weights):
     """jfk and openai-whisper's greedy transcript of it from the extracted ``.pt``."""
     import whisper
 
-    from maxwhisper_lib.weights import checkpoint_path
+    from maxwhisper_lib.checkpoints import checkpoint_path
 
     model = whisper.load_model(str(checkpoint_path("tiny.en")), device="cpu")
     audio = load_audio(clip("jfk").path)

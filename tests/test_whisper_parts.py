@@ -12,15 +12,17 @@ import whisper.tokenizer
 import whisper.utils
 from whisper.utils import exact_div
 
-from maxwhisper_lib import audio_constants, mel, whisper_parts
+from maxwhisper_lib.audio import constants as audio_constants
+from maxwhisper_lib.audio import features as mel
+from maxwhisper_lib.decoding import whisper_parts
 from maxwhisper_lib.paths import data_dir
 
 MAX_PATH_MODULES = (
     "maxwhisper_lib.cli",
-    "maxwhisper_lib.transcribe",
-    "maxwhisper_lib.model",
-    "maxwhisper_lib.outputs",
-    "maxwhisper_lib.weights",
+    "maxwhisper_lib.decoding.transcribe",
+    "maxwhisper_lib.engine.model",
+    "maxwhisper_lib.decoding.writers",
+    "maxwhisper_lib.checkpoints",
 )
 
 
@@ -81,7 +83,7 @@ def run_python(code: str) -> str:
 def test_the_max_path_imports_no_torch():
     imports = "; ".join(f"import {name}" for name in MAX_PATH_MODULES)
     out = run_python(
-        f"{imports}; import sys; from maxwhisper_lib.tokenizer import get_tokenizer; "
+        f"{imports}; import sys; from maxwhisper_lib.decoding.tokenizer import get_tokenizer; "
         "from maxwhisper_lib.dims import ModelDimensions; "
         "print(sorted(m for m in ('torch', 'whisper') if m in sys.modules))"
     )

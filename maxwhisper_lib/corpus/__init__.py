@@ -7,8 +7,8 @@ stages), :mod:`.run` (the pipeline and its summary), :mod:`.store` (results and 
 
 from .actors import ModelSettings, Transcriber
 from .inputs import CorpusInputError, CorpusItem, collect_inputs
+from .ledger import RESULTS_FILE, SUMMARY_FILE, ResultStore
 from .run import CorpusRunError, CorpusSummary, run_corpus
-from .store import RESULTS_FILE, SUMMARY_FILE, ResultStore
 
 __all__ = [
     "RESULTS_FILE",

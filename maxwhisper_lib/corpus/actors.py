@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ..audio_constants import SAMPLE_RATE
+from ..audio.constants import SAMPLE_RATE
 
 
 def read_audio(row: dict[str, Any]) -> dict[str, Any]:
     """A Ray Data ``map`` stage: the file's 16 kHz samples, or its error message (missing,
     empty, corrupt, silent or not audio) with no samples."""
-    from ..audio import load_audio
+    from ..audio.load import load_audio
     from ..errors import AudioError
 
     try:
@@ -89,13 +89,16 @@ class Transcriber:
 
         if slots is not None and threads:
             pin_to_cores(slots, threads)
-        from ..cli import load_backend, resolve_device
+        from ..api import load_model, split_dtype
 
-        device = resolve_device(settings.engine, settings.device, settings.dtype)
         self.settings = settings
-        self.backend = load_backend(
-            settings.model, settings.model_dir, settings.engine, device, settings.dtype
-        )
+        self.backend = load_model(
+            settings.model,
+            settings.device,
+            *split_dtype(settings.dtype),
+            weights_dir=settings.model_dir,
+            engine=settings.engine,
+        ).backend
         self.worker = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -109,7 +112,7 @@ class Transcriber:
             self._transcribe(batch, readable, durations, results, errors, seconds)
         import json
 
-        from ..outputs import json_safe
+        from ..decoding.writers import json_safe
 
         return {
             "id": ids,
@@ -127,8 +130,8 @@ class Transcriber:
     def _transcribe(self, batch, indices, durations, results, errors, seconds) -> None:
         """Transcribe ``indices`` together; if that fails, one by one, so a file that breaks
         decoding becomes an error and the others still go through."""
+        from ..decoding.transcribe import transcribe_batch
         from ..errors import MaxWhisperError
-        from ..transcribe import transcribe_batch
 
         settings = self.settings
         start = time.perf_counter()

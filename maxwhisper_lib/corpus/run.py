@@ -8,6 +8,7 @@ elsewhere (Ray Data's defaults for actor pools); the driver writes each file onc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -19,11 +20,11 @@ from typing import Any
 from tqdm import tqdm
 
 from ..atomic import atomic_text_file
+from ..decoding.text import word_error_rate
 from ..errors import MaxWhisperError
-from ..scoring import word_error_rate
 from .actors import CpuSlots, ModelSettings, Transcriber, read_audio
 from .inputs import CorpusItem
-from .store import SUMMARY_FILE, ResultStore
+from .ledger import SUMMARY_FILE, ResultStore
 
 LOGGING_CONFIG = "ray_data_logging.yaml"
 
@@ -219,7 +220,10 @@ def _clock(seconds: float) -> str:
 
 
 def _wer(items: Sequence[CorpusItem], store: ResultStore) -> float | None:
-    """Corpus WER over the files done so far that have a reference (None without any)."""
+    """Corpus WER over the files done so far that have a reference (None without any, or
+    without jiwer installed: the ``lab`` extra)."""
+    if importlib.util.find_spec("jiwer") is None:
+        return None
     rows = store.load()
     pairs = [
         (item.reference, rows[item.id]["text"])

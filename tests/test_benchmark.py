@@ -281,3 +281,22 @@ def test_machine_info():
         "no-such-package": None,
     }
     assert 0 < rss_mb() <= peak_rss_mb() + 1 and not math.isnan(rss_mb())
+
+
+def test_max_modes_sit_beside_max_not_among_its_peers():
+    """MAX int8 and the host loop are modes of MAX: a table of their own (seconds over MAX
+    float32's), not rows of the peers' table that MAX float32 would 'lose' to."""
+    engines = [
+        bench.EngineResult("max", True, seconds=10.0),
+        bench.EngineResult("max-int8", True, seconds=7.0),
+        bench.EngineResult("max-host-loop", True, seconds=10.2),
+        bench.EngineResult("openai-whisper", True, seconds=30.0),
+        bench.EngineResult("whisper.cpp-f16", False, reason="not installed"),
+    ]
+    result = bench.BenchmarkResult({}, {}, {}, engines, [])
+    assert [r["vs"] for r in result.ratios()] == ["openai-whisper"]
+    modes = result.modes_table().set_index("mode")
+    assert list(modes.index) == ["max-int8", "max-host-loop"]
+    assert modes.loc["max-int8", "seconds_over_float32"] == pytest.approx(0.7)
+    assert modes.loc["max-int8", "verdict"] == "0.70x (no target)"
+    assert modes.loc["max-host-loop", "verdict"] == "short by 0.03x: 1.02x of 1.05x"

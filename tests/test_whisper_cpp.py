@@ -4,6 +4,9 @@ on the same weights."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -132,3 +135,34 @@ def test_ggml_file_is_written_once_into_the_model_folder(tiny_weights):
     assert path.name == "ggml-f16.bin" and path.is_file()
     before = path.stat().st_mtime_ns
     assert ggml_path("tiny.en", "f16").stat().st_mtime_ns == before
+
+
+def test_whisper_cpps_loader_log_stays_out_of_a_notebook(tiny_weights):
+    """In Jupyter ``sys.stderr`` has no file descriptor, so pywhispercpp's own redirect misses
+    whisper.cpp's C log (~90 lines on file descriptor 2, shown in red in notebook 04's HTML):
+    the engine keeps it out at the descriptor level."""
+    script = (
+        "import io, sys\n"
+        "from maxwhisper_lib.lab.benchmark.engines import make_engine\n"
+        "sys.stderr = io.StringIO()  # as ipykernel's stream: no fileno()\n"
+        "make_engine('whisper.cpp-f16').load()\n"
+        "sys.__stdout__.write('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "loaded", done.stderr[-2000:]
+    assert "whisper_model_load" not in done.stderr and "whisper_init" not in done.stderr
+
+
+def test_the_c_log_is_there_to_be_kept_out():
+    """The check above can fail: without the engine's redirect the log reaches descriptor 2."""
+    script = (
+        "import io, sys\n"
+        "from maxwhisper_lib.checkpoints import ggml_path\n"
+        "from pywhispercpp.model import Model\n"
+        "path = ggml_path('tiny.en', 'f16')\n"
+        "sys.stderr = io.StringIO()\n"
+        "Model(str(path), redirect_whispercpp_logs_to=None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "whisper_model_load" in done.stderr

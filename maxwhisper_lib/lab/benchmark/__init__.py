@@ -45,6 +45,7 @@ from .engines import (
 from .results import (
     INT8_TARGETS,
     INT8_WER_POINTS,
+    MODE_TARGETS,
     TARGETS,
     BatchResult,
     BenchmarkResult,
@@ -66,6 +67,7 @@ __all__ = [
     "ENGINES",
     "INT8_TARGETS",
     "INT8_WER_POINTS",
+    "MODE_TARGETS",
     "TARGETS",
     "BatchResult",
     "BenchmarkError",

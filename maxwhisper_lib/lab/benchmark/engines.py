@@ -5,9 +5,14 @@ decoding options every engine gets.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 import numpy as np
 
@@ -300,6 +305,24 @@ WHISPER_CPP_KINDS = ("f16", "q8_0")
 """whisper.cpp engine suffix -> the ggml file kind it runs."""
 
 
+@contextlib.contextmanager
+def c_stderr_kept() -> Iterator[IO[str]]:
+    """File descriptor 2 (where C libraries such as whisper.cpp log) into a temporary file, read
+    back from the yielded stream: whisper.cpp's ~90-line loader log stays out of notebooks
+    (pywhispercpp's own redirect falls back to Python's ``sys.stderr`` in Jupyter, past which
+    C writes go)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+
+
 class WhisperCppEngine(Engine):
     """whisper.cpp (``pywhispercpp``) on a ggml file written from the extracted weights
     (:mod:`maxwhisper_lib.checkpoints.ggml`: ``f16`` or ``q8_0``), greedy at temperature 0 with no
@@ -331,13 +354,19 @@ class WhisperCppEngine(Engine):
         start = time.perf_counter()
         path = ggml_path(self.model_name, self.kind)
         convert = time.perf_counter() - start
-        self.model = Model(
-            str(path),
-            n_threads=self.threads,
-            print_progress=False,
-            print_realtime=False,
-            redirect_whispercpp_logs_to=None,
-        )
+        with c_stderr_kept() as log:
+            try:
+                self.model = Model(
+                    str(path),
+                    n_threads=self.threads,
+                    print_progress=False,
+                    print_realtime=False,
+                    redirect_whispercpp_logs_to=False,  # c_stderr_kept does it, in Jupyter too
+                )
+            except Exception as error:
+                log.seek(0)
+                message = f"whisper.cpp could not load {path}: {error}; its log: {log.read()}"
+                raise EngineUnavailable(message[-3000:]) from error
         return {"ggml_file": convert}
 
     def settings(self) -> dict:

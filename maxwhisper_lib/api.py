@@ -37,8 +37,8 @@ QUANTIZATIONS = ("int8",)
 @dataclass(frozen=True)
 class TranscriptionInfo:
     """What is known of a file before its first segment: its language (detected on its first
-    30 s, or given), that language's probability (None when given), and its duration in
-    seconds."""
+    30 s, or given), that language's probability (None when not detected: given, or an
+    English-only model), and its duration in seconds."""
 
     language: str | None
     language_probability: float | None

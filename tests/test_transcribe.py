@@ -403,6 +403,27 @@ def test_language_detection_matches_openai_whisper(max_base, ow_base, multilingu
 
 
 @pytest.mark.slow
+def test_the_front_doors_language_is_openai_whispers(max_base, ow_base, multilingual_audio):
+    """``WhisperModel.detect_language`` on the German part, and ``stream``'s ``info`` on the
+    whole clip (its first 30 s: English), against openai-whisper's ``detect_language``."""
+    from maxwhisper_lib.api import WhisperModel
+
+    model = WhisperModel(max_base, "base", "cpu", "float32")
+    german = multilingual_audio[GERMAN_START_S * 16000 :]
+    language, probs = model.detect_language(german)
+    mel = whisper.log_mel_spectrogram(torch.from_numpy(german), padding=N_SAMPLES)[:, :N_FRAMES]
+    _, (expected,) = ow_base.detect_language(mel[None])
+    assert language == max(expected, key=expected.get) == "de"
+    np.testing.assert_allclose(list(probs.values()), list(expected.values()), atol=1e-3)
+    segments, info = model.stream(multilingual_audio, temperature=0.0, clip_timestamps="0,10")
+    english, english_probs = model.detect_language(multilingual_audio)
+    assert info.language == english == "en"
+    assert info.language_probability == pytest.approx(english_probs["en"], abs=1e-6)
+    assert info.duration == pytest.approx(len(multilingual_audio) / 16000)
+    assert "".join(s["text"] for s in segments).strip()
+
+
+@pytest.mark.slow
 def test_translating_the_german_part_matches_openai_whisper(max_base, ow_base, multilingual_audio):
     options = {
         "task": "translate",

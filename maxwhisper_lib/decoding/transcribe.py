@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tqdm
@@ -645,7 +646,7 @@ def transcribe_events(
     vad_parameters: VadParameters | dict | None = None,
     **kwargs,
 ) -> Generator[FileEvent, None, list[dict]]:
-    """:func:`transcribe_batch` as it goes: yields a :class:`FileStarted` when a file's
+    """:func:`transcribe_batch` (its options) as it goes: yields a :class:`FileStarted` when a file's
     language is known and a :class:`FileSegments` with its segments as soon as they are decoded
     (a batched file's, ``chunked``, once all its spans are done), and returns the result dicts."""
     if batch_size < 1:
@@ -774,19 +775,7 @@ def transcribe_events(
 
 
 def transcribe_batch(
-    backend: WhisperBackend,
-    audios: Sequence[AudioInput],
-    *,
-    batch_size: int = 8,
-    chunked: bool = False,
-    verbose: bool | None = None,
-    temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
-    progress: bool | None = None,
-    seed: int = 0,
-    mel_frontend: str = "auto",
-    vad_filter: bool = False,
-    vad_parameters: VadParameters | dict | None = None,
-    **kwargs,
+    backend: WhisperBackend, audios: Sequence[AudioInput], **options: Any
 ) -> list[dict]:
     """Transcribe many files (paths or 16 kHz mono arrays), up to ``batch_size`` windows at once.
 
@@ -804,22 +793,10 @@ def transcribe_batch(
     gives no segments. ``chunked``: each file is cut into spans of at most 30 s (speech spans
     with ``vad_filter``; see :mod:`maxwhisper_lib.audio.chunking`) decoded side by side without the
     previous span's text as a prompt, instead of window after window. Returns one
-    openai-whisper result dict per file, in order.
+    openai-whisper result dict per file, in order (:func:`transcribe_events` yields them as
+    they are decoded).
     """
-    events = transcribe_events(
-        backend,
-        audios,
-        batch_size=batch_size,
-        chunked=chunked,
-        verbose=verbose,
-        temperature=temperature,
-        progress=progress,
-        seed=seed,
-        mel_frontend=mel_frontend,
-        vad_filter=vad_filter,
-        vad_parameters=vad_parameters,
-        **kwargs,
-    )
+    events = transcribe_events(backend, audios, **options)
     while True:
         try:
             next(events)

@@ -5,7 +5,7 @@ tables and plots' inputs, the verdicts against the targets, and the JSON/CSV fil
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -130,70 +130,55 @@ class BenchmarkResult:
     def engine(self, name: str) -> EngineResult | None:
         return next((e for e in self.engines if e.engine == name and e.available), None)
 
+    def _ratio_rows(
+        self, ours: str, others: Iterable[str], targets: Mapping[str, float], columns: Sequence[str]
+    ) -> list[dict]:
+        """Per available engine of ``others``: ``columns`` = its name, ``ours``'s total seconds,
+        its own, its seconds over ours (above 1: ``ours`` is faster), the target, the verdict."""
+        base = self.engine(ours)
+        rows = []
+        for name in others:
+            other = self.engine(name)
+            if base is None or other is None:
+                continue
+            ratio = other.seconds / base.seconds if base.seconds else float("nan")
+            target = targets.get(name)
+            values = (name, base.seconds, other.seconds, ratio, target, _verdict(ratio, target))
+            rows.append(dict(zip(columns, values, strict=True)))
+        return rows
+
     def ratios(self) -> list[dict]:
         """MAX's end-to-end speed-up over each peer (its total / MAX's), vs targets; MAX's own
         modes (``max-*``) are :meth:`modes`."""
-        ours = self.engine("max")
-        rows = []
-        for other in self.engines:
-            if ours is None or other.engine.startswith("max") or not other.available:
-                continue
-            speedup = other.seconds / ours.seconds if ours.seconds else float("nan")
-            target = TARGETS.get(other.engine)
-            rows.append(
-                {
-                    "vs": other.engine,
-                    "max_seconds": ours.seconds,
-                    "their_seconds": other.seconds,
-                    "max_speedup": speedup,
-                    "target": target,
-                    "verdict": _verdict(speedup, target),
-                }
-            )
-        return rows
+        peers = [e.engine for e in self.engines if not e.engine.startswith("max")]
+        columns = ("vs", "max_seconds", "their_seconds", "max_speedup", "target", "verdict")
+        return self._ratio_rows("max", peers, TARGETS, columns)
 
     def modes(self) -> list[dict]:
         """MAX's other modes beside MAX float32 (``max``): each one's total seconds over
         float32's (below 1: that mode is faster), vs :data:`MODE_TARGETS`."""
-        ours = self.engine("max")
-        rows = []
-        for other in self.engines:
-            if ours is None or not other.engine.startswith("max-") or not other.available:
-                continue
-            ratio = other.seconds / ours.seconds if ours.seconds else float("nan")
-            target = MODE_TARGETS.get(other.engine)
-            rows.append(
-                {
-                    "mode": other.engine,
-                    "seconds": other.seconds,
-                    "float32_seconds": ours.seconds,
-                    "seconds_over_float32": ratio,
-                    "target": target,
-                    "verdict": _verdict(ratio, target),
-                }
-            )
-        return rows
+        modes = [e.engine for e in self.engines if e.engine.startswith("max-")]
+        columns = (
+            "mode",
+            "float32_seconds",
+            "seconds",
+            "seconds_over_float32",
+            "target",
+            "verdict",
+        )
+        return self._ratio_rows("max", modes, MODE_TARGETS, columns)
 
     def int8_ratios(self) -> list[dict]:
         """MAX int8's end-to-end speed-up over the quantized peers, vs :data:`INT8_TARGETS`."""
-        ours = self.engine("max-int8")
-        rows = []
-        for name, target in INT8_TARGETS.items():
-            other = self.engine(name)
-            if ours is None or other is None:
-                continue
-            speedup = other.seconds / ours.seconds if ours.seconds else float("nan")
-            rows.append(
-                {
-                    "vs": name,
-                    "max_int8_seconds": ours.seconds,
-                    "their_seconds": other.seconds,
-                    "max_int8_speedup": speedup,
-                    "target": target,
-                    "verdict": _verdict(speedup, target),
-                }
-            )
-        return rows
+        columns = (
+            "vs",
+            "max_int8_seconds",
+            "their_seconds",
+            "max_int8_speedup",
+            "target",
+            "verdict",
+        )
+        return self._ratio_rows("max-int8", INT8_TARGETS, INT8_TARGETS, columns)
 
     def int8_wer_verdict(self) -> str:
         """Whether MAX int8's WER is within :data:`INT8_WER_POINTS` of MAX float32's."""

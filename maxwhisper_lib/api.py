@@ -13,7 +13,7 @@ import numpy as np
 
 from .audio.features import mel_window
 from .audio.load import load_audio
-from .choices import DEVICE_CHOICES, FLOAT_DTYPES
+from .choices import DEVICE_CHOICES, FLOAT_DTYPES, QUANTIZATIONS
 from .decoding.backend import WhisperBackend
 from .decoding.transcribe import (
     FileSegments,
@@ -30,8 +30,6 @@ Audio = str | Path | np.ndarray | bytes | bytearray | BinaryIO
 file object to read them from."""
 ENGINES = ("max", "torch")
 """``torch``: openai-whisper's PyTorch model on the same weights (the reference)."""
-QUANTIZATIONS = ("int8",)
-"""``int8``: int8 weights in MAX-Whisper's Mojo kernels, float32 activations (the CPU only)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .choices import DEVICE_CHOICES, DTYPE_CHOICES
+from .choices import DEVICE_CHOICES, DTYPE_CHOICES, QUANTIZATIONS
 from .errors import DecodingOptionsError
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ CLI_ONLY = (
     "engine",
     "device",
     "dtype",
+    "quantization",
     "output_dir",
     "output_format",
     "verbose",
@@ -134,6 +135,7 @@ def add_transcription_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="max", choices=ENGINES, help="max: MAX Graph; torch: openai-whisper's PyTorch model on the same weights (the reference)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks the GPU when there is one")
     p.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES, help="precision of weights and activations (half precision on GPU only; int8: int8 weights on the CPU, engine max)")
+    p.add_argument("--quantization", default=None, choices=QUANTIZATIONS, help="int8: int8 weights in the Mojo kernels, float32 activations (the CPU, engine max); the same as --dtype int8")
     p.add_argument("--output_dir", "-o", default=".", help="directory to save the outputs")
     p.add_argument("--output_format", "-f", type=output_formats, default="all", help="txt, vtt, srt, tsv, json, a comma-separated list of them, or all")
     p.add_argument("--verbose", default=False, **flag, help="print each segment as it is decoded (instead of a progress bar)")
@@ -252,6 +254,19 @@ def model_dims(model: str, model_dir: str | None) -> ModelDimensions | None:
         raise WeightsError(f"{folder}: unreadable dims.json ({error})") from error
 
 
+def fold_quantization(args: argparse.Namespace) -> None:
+    """``--quantization int8`` as the engines' one precision name, ``int8`` (``--dtype int8``
+    says the same); UsageError with a half-precision ``--dtype``."""
+    if args.quantization is None:
+        return
+    if args.dtype not in ("float32", "int8"):
+        raise UsageError(
+            f"--quantization {args.quantization} runs with float32 activations, "
+            f"not --dtype {args.dtype}"
+        )
+    args.dtype = "int8"
+
+
 def resolve_device(engine: str, device: str, dtype: str) -> str:
     """``cpu`` or ``gpu`` for ``engine``; UsageError when the device or dtype can't be had."""
     from .api import engine_dtype, split_dtype
@@ -323,6 +338,7 @@ class TranscriptionPlan:
         from .decoding.writers import WRITER_OPTIONS
 
         check_output_options(args)
+        fold_quantization(args)
         vad = vad_options(args)
         kwargs = {k: v for k, v in vars(args).items() if k not in (*CLI_ONLY, *own)}
         kwargs["temperature"] = temperatures(

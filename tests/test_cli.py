@@ -133,6 +133,12 @@ def test_bare_flag_before_audio_is_explained(capsys):
         ([JFK, "--output_format", "doc"], "unknown output format 'doc'"),
         ([JFK, "--batch_size", "0"], "--batch_size must be at least 1"),
         ([JFK, "--dtype", "float16"], "GPU only"),
+        ([JFK, "--quantization", "int4"], "invalid choice: 'int4'"),
+        (
+            [JFK, "--quantization", "int8", "--dtype", "float16"],
+            "--quantization int8 runs with float32 activations, not --dtype float16",
+        ),
+        ([JFK, "--quantization", "int8", "--engine", "torch"], "use it with --engine max"),
         ([JFK, "--engine", "onnx"], "invalid choice"),
         ([JFK, "--verbose", "maybe"], "expected True or False, got 'maybe'"),
         ([JFK, "--beam_size", "five"], "invalid optional_int value"),

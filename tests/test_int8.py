@@ -208,6 +208,16 @@ def test_cli_int8_is_for_the_max_engine():
         resolve_device("torch", "cpu", "int8")
 
 
+def test_cli_quantization_is_the_int8_mode():
+    """``--quantization int8`` is ``--dtype int8``: the engine is loaded in int8, and the flag is
+    not a transcription option."""
+    from maxwhisper_lib.cli import TranscriptionPlan, build_parser
+
+    args = build_parser().parse_args(["a.wav", "--quantization", "int8"])
+    plan = TranscriptionPlan.from_args(args)
+    assert args.dtype == "int8" and "quantization" not in plan.kwargs
+
+
 def test_benchmark_has_an_int8_engine_with_its_own_targets():
     from maxwhisper_lib.lab.benchmark import INT8_TARGETS, make_engine
 

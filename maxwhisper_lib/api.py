@@ -18,6 +18,7 @@ from .decoding.backend import WhisperBackend
 from .decoding.transcribe import (
     FileSegments,
     FileStarted,
+    transcribe,
     transcribe_batch,
     transcribe_events,
     whole_file_log_mel,
@@ -219,20 +220,12 @@ class WhisperModel:
         ``word_timestamps``, ``initial_prompt``, ``condition_on_previous_text``, ...) and
         MAX-Whisper's: ``vad_filter``/``vad_parameters`` (Silero VAD), ``batch_size`` (the
         file's 30 s spans decoded side by side), ``verbose``, ``progress``."""
-        return self.transcribe_batch([audio], **options)[0]
+        return transcribe(self.backend, _samples_or_path(audio), **options)
 
-    def transcribe_batch(
-        self, audios: Sequence[Audio], batch_size: int = 8, **options: Any
-    ) -> list[dict]:
-        """Many files, up to ``batch_size`` windows decoded together; one result dict each."""
-        chunked = options.pop("chunked", False)
-        return transcribe_batch(
-            self.backend,
-            [_samples_or_path(a) for a in audios],
-            batch_size=batch_size,
-            chunked=chunked,
-            **options,
-        )
+    def transcribe_batch(self, audios: Sequence[Audio], **options: Any) -> list[dict]:
+        """Many files, ``batch_size`` (default 8) windows decoded together; a result dict each
+        (``chunked=True``: each file cut into 30 s spans, decoded side by side too)."""
+        return transcribe_batch(self.backend, [_samples_or_path(a) for a in audios], **options)
 
     def stream(self, audio: Audio, **options: Any) -> tuple[Iterator[dict], TranscriptionInfo]:
         """faster-whisper's form: ``segments, info``. ``info`` (language, its probability,

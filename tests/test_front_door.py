@@ -256,3 +256,19 @@ def test_streaming_a_long_clip_gives_the_first_segment_before_the_file_is_done(m
         del max_tiny.embed_audio
     assert windows_at_first == 1 and len(encoded) >= 3
     assert [first, *rest] == expected
+
+
+def test_batch_size_cuts_one_file_into_spans_decoded_side_by_side():
+    """``batch_size`` at the front door is ``transcribe``'s (the file's 30 s spans batched), in
+    the dict and in the stream alike."""
+    from maxwhisper_lib.decoding.transcribe import transcribe
+
+    model, backend = scripted_model()
+    expected = transcribe(backend, audio(50), batch_size=2, **GREEDY)
+    backend.windows.clear()
+    assert model.transcribe(audio(50), batch_size=2, **GREEDY) == expected
+    # spans 0-30 s and 30-50 s, one window each (a span keeps its cut-off last segment), where
+    # the unbatched loop decodes 0, 3000 and 3500
+    assert sorted(backend.windows) == [0, 3000]
+    segments, _ = model.stream(audio(50), batch_size=2, **GREEDY)
+    assert list(segments) == expected["segments"]

@@ -143,15 +143,13 @@ def load_model(
 
     device_name = resolve_device(device, engine)
     precision = engine_dtype(device_name, dtype, quantization)
+    if engine == "torch" and quantization is not None:
+        raise DecodingOptionsError("quantization int8 is MAX's CPU mode; use it with engine='max'")
     try:
         weights = load_weights(name, weights_dir)
     except WeightsError as error:
         raise _unknown_model(str(name), error) from error
     if engine == "torch":
-        if quantization is not None:
-            raise DecodingOptionsError(
-                "quantization int8 is MAX's CPU mode; use it with engine='max'"
-            )
         import torch
 
         from .decoding.reference import TorchBackend

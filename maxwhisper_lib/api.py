@@ -13,7 +13,7 @@ import numpy as np
 
 from .audio.features import mel_window
 from .audio.load import load_audio
-from .choices import DEVICE_CHOICES, FLOAT_DTYPES, QUANTIZATIONS
+from .choices import ENGINES, FLOAT_DTYPES, QUANTIZATIONS, device_choice
 from .decoding.backend import WhisperBackend
 from .decoding.transcribe import (
     FileSegments,
@@ -29,8 +29,6 @@ from .errors import AudioError, DecodingOptionsError, WeightsError
 Audio = str | Path | np.ndarray | bytes | bytearray | BinaryIO
 """A path, 16 kHz mono samples (float in [-1, 1] or int16), an encoded file's bytes, or a binary
 file object to read them from."""
-ENGINES = ("max", "torch")
-"""``torch``: openai-whisper's PyTorch model on the same weights (the reference)."""
 
 
 @dataclass(frozen=True)
@@ -62,23 +60,15 @@ def _unknown_model(name: str, error: WeightsError) -> WeightsError:
 
 def resolve_device(device: str = "auto", engine: str = "max") -> str:
     """``cpu`` or ``gpu``: ``auto`` is the GPU when the engine (MAX, or torch) sees one."""
-    if not isinstance(device, str):
-        raise DecodingOptionsError(
-            f"device must be a string ({', '.join(DEVICE_CHOICES)}), got {device!r}"
-        )
     if engine not in ENGINES:
         raise DecodingOptionsError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "max":
         from .engine import runtime
 
         return runtime.resolve_device_name(device)
+    name = device_choice(device)
     import torch
 
-    name = "gpu" if device.lower().startswith("cuda") else device.lower()
-    if name not in DEVICE_CHOICES:
-        raise DecodingOptionsError(
-            f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
-        )
     has_gpu = torch.cuda.is_available()
     if name == "gpu" and not has_gpu:
         raise DecodingOptionsError("device 'gpu' requested, but torch sees no CUDA device")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .choices import DEVICE_CHOICES, DTYPE_CHOICES, QUANTIZATIONS
+from .choices import DEVICE_CHOICES, DTYPE_CHOICES, ENGINES, QUANTIZATIONS
 from .errors import DecodingOptionsError
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     """Loads the model for (model, model_dir, engine, device, dtype)."""
 
 PROG = "maxwhisper"
-ENGINES = ("max", "torch")
 WORD_OPTIONS = (
     "highlight_words",
     "max_line_width",

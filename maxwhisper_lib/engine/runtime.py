@@ -21,7 +21,7 @@ from max.dtype import DType
 from max.engine import InferenceSession, Model
 from max.graph import DeviceRef, Graph
 
-from ..choices import DEVICE_CHOICES, DTYPE_CHOICES
+from ..choices import DTYPE_CHOICES, device_choice
 from ..errors import DecodingOptionsError
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,7 @@ def gpu_available() -> bool:
 
 def resolve_device_name(device: str = "auto") -> str:
     """``auto`` -> ``gpu`` when MAX sees an accelerator, else ``cpu``; validates the choice."""
-    name = device.lower()
-    if name.startswith("cuda"):
-        name = "gpu"
-    if name not in DEVICE_CHOICES:
-        raise DecodingOptionsError(
-            f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
-        )
+    name = device_choice(device)
     if name == "auto":
         return "gpu" if gpu_available() else "cpu"
     if name == "gpu" and not gpu_available():

@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Elsewhere pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a CUDA index on GPUs).
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= lab,bench,models,dev,vad,scale
+EXTRAS ?= lab,bench,models,dev,vad,scale,server
 PIPELINE_ARGS ?=
 
 .PHONY: env pipeline test test-fast lint unit notebooks offline-bundle precompile-gpu precompile-cpu clean-venv

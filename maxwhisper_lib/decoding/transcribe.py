@@ -335,6 +335,7 @@ class FileTranscription:
             self.all_tokens.extend(self.initial_prompt_tokens)
             self.remaining_prompt_length -= len(self.initial_prompt_tokens)
         self.last_speech_timestamp = 0.0
+        self.language_probability: float | None = None
         self.done = False
 
     def next_window(self) -> Window | None:
@@ -911,17 +912,50 @@ class _BatchRunner:
 
     def decode(self, windows: list[Window]) -> None:
         """Encode the windows in one batch, decode them (per language), hand back the results."""
-        audio = self.backend.embed_audio(np.stack([w.mel for w in windows]))
-        by_language: dict[str, list[int]] = {}
-        for row, window in enumerate(windows):
-            by_language.setdefault(window.file.language, []).append(row)
-        for language, rows in by_language.items():
-            prompts = [windows[row].prompt for row in rows]
-            results = decode_with_fallback(
-                self.backend, audio, rows, prompts, self.options, language, self.rng
-            )
-            for row, result in zip(rows, results, strict=True):
-                windows[row].file.accept(windows[row], result, audio, row)
+        decode_windows(self.backend, windows, self.rng)
+
+
+def decode_windows(
+    backend: WhisperBackend,
+    windows: Sequence[Window],
+    rng: np.random.Generator | Callable[[Window], np.random.Generator],
+) -> None:
+    """Encode ``windows`` (of any files) in one batch, decode those of the same language and
+    options in one decoder session (temperature fallbacks too) and hand each result to its
+    file (:meth:`FileTranscription.accept`). ``rng``: the sampler, or a window's sampler
+    (the first window's is used for its group)."""
+    audio = backend.embed_audio(np.stack([w.mel for w in windows]))
+    groups: list[tuple[str, TranscribeOptions, list[int]]] = []
+    for row, window in enumerate(windows):
+        file = window.file
+        for language, options, rows in groups:
+            if language == file.language and (options is file.options or options == file.options):
+                rows.append(row)
+                break
+        else:
+            groups.append((file.language, file.options, [row]))
+    for language, options, rows in groups:
+        prompts = [windows[row].prompt for row in rows]
+        sampler = rng(windows[rows[0]]) if callable(rng) else rng
+        results = decode_with_fallback(backend, audio, rows, prompts, options, language, sampler)
+        for row, result in zip(rows, results, strict=True):
+            windows[row].file.accept(windows[row], result, audio, row)
+
+
+def start_file(
+    backend: WhisperBackend,
+    samples: np.ndarray,
+    options: TranscribeOptions,
+    rng: np.random.Generator,
+    mel_frontend: str = "auto",
+) -> FileTranscription:
+    """One file's seek loop, ready for :func:`decode_windows` beside other files' (its log-mel
+    taken and its language detected, as :func:`transcribe` does): what a server holds per
+    request. Its ``language`` and ``language_probability`` are set."""
+    runner = _BatchRunner(backend, options, None, rng, mel_frontend, lambda _: None, False, True)
+    (state,) = runner.start([(0, samples, None)])[0]
+    state.language_probability = runner.languages[0][1]
+    return state
 
 
 def transcribe(
@@ -968,9 +1002,13 @@ __all__ = [
     "FileEvent",
     "FileSegments",
     "FileStarted",
+    "FileTranscription",
     "TranscribeOptions",
+    "Window",
+    "decode_windows",
     "decode_with_fallback",
     "make_options",
+    "start_file",
     "transcribe",
     "transcribe_batch",
     "transcribe_events",

@@ -90,8 +90,10 @@ CARRIED_EXTRAS: dict[str, tuple[str, ...]] = {
         "papermill",
         "nbconvert",
         "nbval",
+        "openai",
     ),
     "bench": ("faster-whisper",),
+    "server": ("fastapi", "uvicorn", "python-multipart"),
 }
 # Never gathered as wheels: the weights packages (weights travel as folders, pack --include
 # weights/...) and the interactive notebook front end (the host runs the notebooks headless with

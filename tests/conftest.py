@@ -34,6 +34,22 @@ def torch_tiny(tiny_weights):
 
 
 @pytest.fixture(scope="session")
+def base_weights():
+    """Multilingual base (from its two pip packages)."""
+    from maxwhisper_lib.checkpoints import load_weights
+
+    return load_weights("base")
+
+
+@pytest.fixture(scope="session")
+def max_base(base_weights):
+    """The session's one MAX base model (its graphs compile once, minutes when cold)."""
+    from maxwhisper_lib.engine.model import MaxWhisper
+
+    return MaxWhisper(base_weights, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
 def jfk_clip():
     return clip("jfk")
 

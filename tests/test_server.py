@@ -219,6 +219,7 @@ def test_bad_requests_get_openai_shaped_errors(scripted_server, data, files, sta
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # openai: translations
 def test_translation_on_an_english_only_model_is_refused(scripted_server):
     url, _, _ = scripted_server
     with pytest.raises(openai.BadRequestError, match="English-only"):

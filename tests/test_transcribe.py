@@ -18,7 +18,7 @@ import whisper
 
 from maxwhisper_lib.audio.features import N_FRAMES, N_SAMPLES
 from maxwhisper_lib.audio.load import load_audio
-from maxwhisper_lib.checkpoints import checkpoint_path, load_weights
+from maxwhisper_lib.checkpoints import checkpoint_path
 from maxwhisper_lib.decoding.decode import detect_language
 from maxwhisper_lib.decoding.transcribe import transcribe, transcribe_batch, transcript_tokens
 from maxwhisper_lib.errors import AudioError, DecodingOptionsError
@@ -358,19 +358,6 @@ def test_unusable_audio_raises_audio_error(audio, message, tiny_weights):
 
 # ---------------------------------------------------------------------------------------------
 # multilingual base: language detection and translation
-
-
-@pytest.fixture(scope="module")
-def base_weights():
-    return load_weights("base")
-
-
-@pytest.fixture(scope="module")
-def max_base(base_weights):
-    """The one MAX base model of this module (its graphs compile once, minutes when cold)."""
-    from maxwhisper_lib.engine.model import MaxWhisper
-
-    return MaxWhisper(base_weights, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

@@ -567,21 +567,33 @@ def decode_with_fallback(
     prompts: Sequence[list[int]],
     options: TranscribeOptions,
     language: str,
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
 ) -> list[DecodingResult]:
     """Decode windows ``rows`` of ``audio`` at the first temperature, then re-decode (together)
-    the ones that need a fallback at the next, and so on; the last attempt is kept."""
+    the ones that need a fallback at the next, and so on; the last attempt is kept. ``rng``:
+    the sampler, or each row's: rows with different samplers are sampled apart (above
+    temperature 0), so that a file's draws do not depend on its batch-mates."""
+    samplers = [rng] * len(rows) if isinstance(rng, np.random.Generator) else list(rng)
     results: list[DecodingResult | None] = [None] * len(rows)
     pending = list(range(len(rows)))
     for temperature in options.temperature:
-        task = DecodingTask(backend, options.decoding_options(temperature, language), rng)
-        decoded = task.run(audio, [rows[i] for i in pending], [prompts[i] for i in pending])
+        decoding = options.decoding_options(temperature, language)
+        if temperature > 0:
+            parts: dict[int, list[int]] = {}
+            for i in pending:
+                parts.setdefault(id(samplers[i]), []).append(i)
+            subsets = list(parts.values())
+        else:
+            subsets = [pending]  # no draws: every row in one session
         retry = []
-        for i, result in zip(pending, decoded, strict=True):
-            results[i] = result
-            if options.needs_fallback(result):
-                retry.append(i)
-        pending = retry
+        for subset in subsets:
+            task = DecodingTask(backend, decoding, samplers[subset[0]])
+            decoded = task.run(audio, [rows[i] for i in subset], [prompts[i] for i in subset])
+            for i, result in zip(subset, decoded, strict=True):
+                results[i] = result
+                if options.needs_fallback(result):
+                    retry.append(i)
+        pending = sorted(retry)
         if not pending:
             break
     return results  # type: ignore[return-value]
@@ -923,7 +935,7 @@ def decode_windows(
     """Encode ``windows`` (of any files) in one batch, decode those of the same language and
     options in one decoder session (temperature fallbacks too) and hand each result to its
     file (:meth:`FileTranscription.accept`). ``rng``: the sampler, or a window's sampler
-    (the first window's is used for its group)."""
+    (then each file's draws above temperature 0 are its own, whatever its batch-mates)."""
     audio = backend.embed_audio(np.stack([w.mel for w in windows]))
     groups: list[tuple[str, TranscribeOptions, list[int]]] = []
     for row, window in enumerate(windows):
@@ -936,8 +948,8 @@ def decode_windows(
             groups.append((file.language, file.options, [row]))
     for language, options, rows in groups:
         prompts = [windows[row].prompt for row in rows]
-        sampler = rng(windows[rows[0]]) if callable(rng) else rng
-        results = decode_with_fallback(backend, audio, rows, prompts, options, language, sampler)
+        samplers = [rng(windows[row]) for row in rows] if callable(rng) else rng
+        results = decode_with_fallback(backend, audio, rows, prompts, options, language, samplers)
         for row, result in zip(rows, results, strict=True):
             windows[row].file.accept(windows[row], result, audio, row)
 

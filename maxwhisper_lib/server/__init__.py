@@ -4,6 +4,8 @@ decoded together (:mod:`.batcher`), served by uvicorn (:func:`serve`) or by Ray 
 
 from __future__ import annotations
 
+import signal
+
 from .settings import ServerSettings, build_service
 
 __all__ = ["ServerSettings", "build_service", "create_app", "serve"]
@@ -30,4 +32,9 @@ def serve(settings: ServerSettings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.graceful_timeout,
     )
+    # uvicorn handles SIGINT and SIGTERM (stop accepting, finish the requests in flight, stop
+    # the batcher), then raises the signal again for the handler found at start: a no-op one,
+    # so that a clean shutdown exits 0
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: None)
     uvicorn.Server(config).run()

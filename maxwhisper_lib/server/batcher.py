@@ -209,14 +209,15 @@ class Batcher:
                 continue
             try:
                 job.state = start_file(self.backend, job.samples, job.options, job.rng)
-            except Exception as error:  # noqa: BLE001: the request fails, the server goes on
+            except Exception as error:  # the request fails, the server goes on
                 self._fail(job, error)
                 continue
             job.samples = job.samples[:0]  # the log-mel is all the loop needs now
-            job.on_event(
+            self._send(
+                job,
                 Started(
                     job.state.language, job.state.language_probability, job.state.content_duration
-                )
+                ),
             )
             self._active.append(job)
 
@@ -254,7 +255,7 @@ class Batcher:
             return
         try:
             decode_windows(self.backend, windows, lambda w: owners[id(w.file)].rng)
-        except Exception as error:  # noqa: BLE001: an engine fault fails this round's requests
+        except Exception as error:  # an engine fault fails this round's requests
             for window in windows:
                 job = owners[id(window.file)]
                 if job in self._active:
@@ -271,17 +272,24 @@ class Batcher:
         segments = job.state.all_segments[job.emitted :]
         if segments:
             job.emitted = len(job.state.all_segments)
-            job.on_event(Segments(segments))
+            self._send(job, Segments(segments))
 
     def _finish(self, job: Job) -> None:
         self._emit(job)
         self.stats.completed += 1
-        job.on_event(Done(job.state.result()))
+        self._send(job, Done(job.state.result()))
         job.state = None
+
+    @staticmethod
+    def _send(job: Job, event: Event) -> None:
+        try:
+            job.on_event(event)
+        except Exception:  # the listener's fault (its loop closed): the request is orphaned
+            job.cancel()
 
     def _fail(self, job: Job, error: BaseException) -> None:
         self.stats.failed += 1
-        job.on_event(Failed(error))
+        self._send(job, Failed(error))
 
 
 __all__ = [

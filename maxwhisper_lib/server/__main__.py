@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted")
     p.add_argument("--max_batch", type=int, default=16, help="30 s windows decoded together (requests in flight)")
-    p.add_argument("--max_wait_ms", type=float, default=50.0, help="how long an idle server waits for a first request's batch-mates")
+    p.add_argument("--max_wait_ms", type=float, default=10.0, help="how long an idle server waits for a first request's batch-mates")
     p.add_argument("--max_queue", type=int, default=256, help="requests waiting beyond the batch; more get 503")
     p.add_argument("--api_key", default=None, help=f"the key clients must send (default: ${API_KEY_VARIABLE}; none: no key)")
     p.add_argument("--graceful_timeout", type=float, default=None, help="seconds a shutdown waits for requests in flight (default: until done)")

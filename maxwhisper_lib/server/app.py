@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class Service:
         return {
             "status": "ok",
             "model": self.model_name,
+            "pid": os.getpid(),  # which process (Ray Serve replica) answered
             **(self.description or {}),
             "waiting": getattr(scheduler, "waiting", None),
             "in_flight": getattr(scheduler, "in_flight", None),

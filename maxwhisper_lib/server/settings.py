@@ -26,7 +26,7 @@ class ServerSettings:
     port: int = 8000
     max_upload_mb: float = 25.0
     max_batch: int = 16
-    max_wait_ms: float = 50.0
+    max_wait_ms: float = 10.0
     max_queue: int = 256
     api_key: str | None = None
     graceful_timeout: float | None = None

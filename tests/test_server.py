@@ -343,3 +343,27 @@ def test_a_malformed_body_is_a_400(scripted_server):
     assert response.status_code == 400, response.text
     error = json.loads(response.text)["error"]
     assert error["param"] == "file" and "closing boundary" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max_batch", "0"], "--max_batch must be at least 1"),
+        (["--port", "70000"], "--port must be 0-65535"),
+        (["--max_upload_mb", "0"], "--max_upload_mb must be positive"),
+        (["--dtype", "int8"], "invalid choice"),
+    ],
+)
+def test_the_command_refuses_bad_options(argv, message, capsys):
+    from maxwhisper_lib.server.__main__ import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_names_an_unknown_model(capsys):
+    from maxwhisper_lib.server.__main__ import main
+
+    assert main(["--model", "tiny.klingon", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load 'tiny.klingon'" in err and "Named models:" in err

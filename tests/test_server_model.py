@@ -234,3 +234,24 @@ def test_translation_on_base_is_the_librarys(max_base):
     assert translated.language == "german"
     assert transcribed.text == detected["text"].strip()
     assert transcribed.language == "german"
+
+
+def test_a_two_minute_soak_of_good_and_bad_requests():
+    """``maxwhisper-server`` as its own process for 2 minutes of good requests, bad ones (not
+    audio, empty, silent, unknown model, bad option) and clients that give up: no good request
+    fails or changes its answer, every bad one gets its error, and the server's peak memory at
+    the end is within 1.1x of the first minute's (the 20-minute soak is in the report)."""
+    from maxwhisper_lib.lab.server_load import dev_uploads, soak
+
+    with server_process("--model", "tiny.en", "--device", "cpu", "--log_level", "warning") as (
+        process,
+        url,
+    ):
+        report = soak(url, process.pid, 120, dev_uploads(), clients=6, progress=False)
+    assert report["good"] > 20 and report["bad"] > 10 and report["abandoned"] > 0
+    assert report["failed_good"] == 0 and report["lost"] == 0 and report["wrong_status"] == 0
+    assert report["peak_ratio"] <= 1.1, report
+    health = report["health"]
+    assert health["completed"] == report["good"]
+    assert health["cancelled"] == report["abandoned"]
+    assert health["in_flight"] == health["waiting"] == 0

@@ -32,6 +32,7 @@ from ..atomic import atomic_text_file
 from ..server.batcher import BatcherStats, Done, Failed, Segments, Started
 from .manifest import load_manifest
 
+MODULE = "maxwhisper_lib.lab.server_load"
 CLIENTS = (1, 4, 16, 64)
 REQUESTS = 64
 
@@ -44,7 +45,9 @@ class FasterWhisperScheduler:
     (faster-whisper has no batching across requests; its batched pipeline batches one file's
     chunks), greedy with openai-whisper's temperature fallback, as MAX-Whisper's defaults."""
 
-    def __init__(self, compute_type: str = "float32", model: str = "tiny.en") -> None:
+    def __init__(
+        self, compute_type: str = "float32", model: str = "tiny.en", device: str = "cpu"
+    ) -> None:
         from faster_whisper import WhisperModel
 
         from ..checkpoints import ct2_path
@@ -52,7 +55,7 @@ class FasterWhisperScheduler:
 
         self.model = WhisperModel(
             str(ct2_path(model)),
-            device="cpu",
+            device="cuda" if device == "gpu" else "cpu",
             compute_type=compute_type,
             cpu_threads=machine.usable_cores(),
         )
@@ -131,13 +134,14 @@ def _fw_segment(segment) -> dict:
     }
 
 
-def serve_faster_whisper(port: int, compute_type: str) -> None:
+def serve_faster_whisper(port: int, compute_type: str, device: str = "cpu") -> None:
     """faster-whisper behind the server's app on 127.0.0.1:``port`` (until SIGTERM)."""
     import uvicorn
 
     from ..server.app import Service, create_app
 
-    service = Service(FasterWhisperScheduler(compute_type), "tiny.en", multilingual=False)
+    scheduler = FasterWhisperScheduler(compute_type, device=device)
+    service = Service(scheduler, "tiny.en", multilingual=False)
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: None)
     uvicorn.run(create_app(service), host="127.0.0.1", port=port, log_level="warning")
@@ -198,14 +202,16 @@ def max_server(*options: str) -> list[str]:
     return [sys.executable, "-m", "maxwhisper_lib.server", "--log_level", "warning", *options]
 
 
-def fw_server(compute_type: str) -> list[str]:
+def fw_server(compute_type: str, device: str = "cpu") -> list[str]:
     return [
         sys.executable,
         "-m",
-        "maxwhisper_lib.lab.server_load",
+        MODULE,
         "fw-server",
         "--compute_type",
         compute_type,
+        "--device",
+        device,
     ]
 
 
@@ -311,13 +317,26 @@ def run_load(url: str, requests: Sequence[Upload], clients: int, label: str) -> 
 
 
 def library_load(
-    requests: Sequence[Upload], batch_size: int | None, quantization=None
+    requests: Sequence[Upload], batch_size: int | None, device: str = "cpu"
 ) -> LoadResult:
-    """The library on the same files: one by one (``batch_size`` None) or ``batch_size`` files'
-    windows together (``transcribe_batch``)."""
+    """The library on the same files, in a process of its own (MAX's idle worker threads must
+    not share the clients' cores later): one by one (``batch_size`` None) or ``batch_size``
+    files' windows together (``transcribe_batch``)."""
+    command = [sys.executable, "-m", MODULE, "library", "--device", device]
+    command += ["--requests", str(len(requests))]
+    if batch_size is not None:
+        command += ["--batch_size", str(batch_size)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the library run failed: {done.stderr[-2000:]}")
+    fields = json.loads(done.stdout.strip().splitlines()[-1])
+    return LoadResult(**fields)
+
+
+def _library_run(requests: Sequence[Upload], batch_size: int | None, device: str) -> LoadResult:
     from .. import load_model
 
-    model = load_model("tiny.en", device="cpu", quantization=quantization)
+    model = load_model("tiny.en", device=device)
     model.transcribe(requests[0].path)  # warm
     start = time.perf_counter()
     if batch_size is None:
@@ -429,6 +448,12 @@ def soak(
             bar.refresh()
     for thread in threads:
         thread.join()
+    settle = time.monotonic() + 30  # abandoned requests are dropped at the batcher's next round
+    while time.monotonic() < settle:
+        health = httpx.get(f"{url}/health").json()
+        if health["in_flight"] == 0 and health["waiting"] == 0:
+            break
+        time.sleep(0.1)
     first_minute = max(p for t, _, p in memory if t <= min(60, seconds / 2))
     end_peak = memory[-1][2]
     return {
@@ -439,7 +464,7 @@ def soak(
         "peak_rss_end_mb": round(end_peak / 1024, 1),
         "peak_ratio": round(end_peak / first_minute, 3),
         "memory": memory,
-        "health": httpx.get(f"{url}/health").json(),
+        "health": health,
     }
 
 
@@ -459,9 +484,12 @@ def _wav(samples: np.ndarray) -> bytes:
 # ------------------------------------------------------------------ the benchmark
 
 
-def benchmark(output: Path, soak_minutes: float = 0, requests: int = REQUESTS) -> dict:
-    """Every load above, one after the other on this machine; writes ``results.json`` and the
-    plot into ``output``."""
+def benchmark(
+    output: Path, soak_minutes: float = 0, requests: int = REQUESTS, device: str = "cpu"
+) -> dict:
+    """Every load above, one after the other on this machine (``device``: cpu, or gpu: MAX
+    float16 and faster-whisper float16, no int8); writes ``results.json`` and the plot into
+    ``output``."""
     from ..engine.machine import machine_info
 
     uploads = dev_uploads()
@@ -472,25 +500,26 @@ def benchmark(output: Path, soak_minutes: float = 0, requests: int = REQUESTS) -
         runs.append(result)
         print(json.dumps(result.summary()), flush=True)
 
-    note(library_load(work, None))
-    note(library_load(work, 16))
-    with server(max_server("--max_batch", "16")) as (url, _):
+    note(library_load(work, None, device))
+    note(library_load(work, 16, device))
+    with server(max_server("--max_batch", "16", "--device", device)) as (url, _):
         run_load(url, work[:4], 4, "warm-up")
         for clients in CLIENTS:
             note(run_load(url, requests_of(uploads, max(requests, clients)), clients, "MAX server"))
-    with server(max_server("--max_batch", "1")) as (url, _):
+    with server(max_server("--max_batch", "1", "--device", device)) as (url, _):
         run_load(url, work[:2], 2, "warm-up")
         note(run_load(url, work, 16, "MAX server, one at a time"))
-    with server(max_server("--max_batch", "16", "--quantization", "int8")) as (url, _):
-        run_load(url, work[:4], 4, "warm-up")
-        note(run_load(url, work, 16, "MAX server int8"))
-    for compute_type in ("float32", "int8"):
-        with server(fw_server(compute_type)) as (url, _):
+    if device == "cpu":
+        with server(max_server("--max_batch", "16", "--quantization", "int8")) as (url, _):
+            run_load(url, work[:4], 4, "warm-up")
+            note(run_load(url, work, 16, "MAX server int8"))
+    for compute_type in ("float32", "int8") if device == "cpu" else ("float16",):
+        with server(fw_server(compute_type, device)) as (url, _):
             run_load(url, work[:2], 2, "warm-up")
             note(run_load(url, work, 16, f"faster-whisper {compute_type} server"))
     soaked = None
     if soak_minutes > 0:
-        with server(max_server("--max_batch", "16")) as (url, pid):
+        with server(max_server("--max_batch", "16", "--device", device)) as (url, pid):
             soaked = soak(url, pid, soak_minutes * 60, uploads)
     reference = {r.label: r for r in runs}
     commit = subprocess.run(
@@ -536,7 +565,11 @@ def _ratios(reference: dict[str, LoadResult], runs: Sequence[LoadResult]) -> dic
         "server x16 / server one at a time": server16.throughput / one_at_a_time.throughput,
         "library batch 16 / library one by one": library16.throughput / library1.throughput,
     }
-    for label in ("faster-whisper float32 server", "faster-whisper int8 server"):
+    for label in (
+        "faster-whisper float32 server",
+        "faster-whisper int8 server",
+        "faster-whisper float16 server",
+    ):
         if label in reference:
             ratios[f"server x16 / {label}"] = server16.throughput / reference[label].throughput
     if "MAX server int8" in reference and "faster-whisper int8 server" in reference:
@@ -589,14 +622,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     fw = sub.add_parser("fw-server", help="faster-whisper behind the server's app")
     fw.add_argument("--compute_type", default="float32")
     fw.add_argument("--port", type=int, required=True)
+    fw.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--output", type=Path, default=Path("reports/cpu-2core-tiny.en-server"))
     parser.add_argument("--soak_minutes", type=float, default=0)
     parser.add_argument("--requests", type=int, default=REQUESTS)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    library = sub.add_parser("library", help="the library's run, printed as JSON")
+    library.add_argument("--batch_size", type=int, default=None)
+    library.add_argument("--requests", type=int, default=REQUESTS)
+    library.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     args = parser.parse_args(argv)
-    if args.command == "fw-server":
-        serve_faster_whisper(args.port, args.compute_type)
+    if args.command == "library":
+        work = requests_of(dev_uploads(), args.requests)
+        result = _library_run(work, args.batch_size, args.device)
+        fields = {k: getattr(result, k) for k in result.__dataclass_fields__}
+        print(json.dumps(fields))
         return 0
-    results = benchmark(args.output, args.soak_minutes, args.requests)
+    if args.command == "fw-server":
+        serve_faster_whisper(args.port, args.compute_type, args.device)
+        return 0
+    results = benchmark(args.output, args.soak_minutes, args.requests, args.device)
     print(json.dumps(results["ratios"], indent=2))
     return 0
 

@@ -10,6 +10,7 @@
 #   scripts/gpu_host/gpu_lease.sh install N             # host: part N (the last), verify, unpack, weights
 #   scripts/gpu_host/gpu_lease.sh stage OUT DTYPE STAGES [papermill -p ...]   # host: one pipeline run
 #   scripts/gpu_host/gpu_lease.sh loop OUT [DTYPE [gpu_decode_loop.py options]]  # host: the device loop
+#   scripts/gpu_host/gpu_lease.sh server OUT [REQUESTS]  # host: maxwhisper-server under load (lab/server_load.py)
 #
 # `install` writes $LEASE/env.sh; `stage` sources it, runs the pipeline into $LEASE/reports with a
 # deadline and leaves a tar of every report (and its log) in OUT, so a run cut short still
@@ -169,7 +170,21 @@ loop() {  # the device loop's own evidence (scripts/gpu_host/gpu_decode_loop.py)
   return 0
 }
 
-cmd=${1:?usage: scripts/gpu_host/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...] | loop OUT [DTYPE [...]]}
+server() {  # maxwhisper-server on the GPU: 1-64 clients, one request at a time, faster-whisper fp16
+  local out=$1 requests=${2:-64}
+  use_env
+  mkdir -p "$LEASE/reports"
+  local id=gpu-server-$(date +%H%M%S)
+  set +e
+  timeout "${DEADLINE:-300}" python3 -m maxwhisper_lib.lab.server_load --device gpu \
+      --requests "$requests" --output "$LEASE/reports/$id" 2>&1 | tee "$LEASE/reports/$id.log"
+  log "server_load rc=${PIPESTATUS[0]}"
+  set -e
+  tar -C "$LEASE" -czf "$out/$id.tgz" reports
+  return 0
+}
+
+cmd=${1:?usage: scripts/gpu_host/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...] | loop OUT [DTYPE [...]] | server OUT [REQUESTS]}
 shift
 case "$cmd" in
   pack) pack ;;
@@ -177,5 +192,6 @@ case "$cmd" in
   install) install "$@" ;;
   stage) stage "$@" ;;
   loop) loop "$@" ;;
+  server) server "$@" ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

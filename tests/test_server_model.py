@@ -185,7 +185,8 @@ def test_sigterm_finishes_the_requests_in_flight(library):
     """``maxwhisper-server`` as its own process: SIGTERM while a request is decoding; the
     request still gets its transcript, then the server exits 0."""
     expected = library("ljspeech-lj028-0030-0039")["text"].strip()
-    with server_process("--model", "tiny.en", "--device", "cpu") as (process, url):
+    with server_process("--model", "tiny.en", "--device", "cpu") as running_server:
+        url, process = running_server.url, running_server.process
         answers: list = []
 
         def ask() -> None:
@@ -205,8 +206,7 @@ def test_sigterm_finishes_the_requests_in_flight(library):
         thread.join(120)
         assert process.wait(120) == 0
         assert [a.text for a in answers] == [expected]
-        log = process.stdout.read()
-        assert "Finished server process" in log
+        assert "Finished server process" in running_server.output()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health")
 
@@ -243,11 +243,8 @@ def test_a_two_minute_soak_of_good_and_bad_requests():
     the end is within 1.1x of the first minute's (the 20-minute soak is in the report)."""
     from maxwhisper_lib.lab.server_load import dev_uploads, soak
 
-    with server_process("--model", "tiny.en", "--device", "cpu", "--log_level", "warning") as (
-        process,
-        url,
-    ):
-        report = soak(url, process.pid, 120, dev_uploads(), clients=6, progress=False)
+    with server_process("--model", "tiny.en", "--device", "cpu", "--log_level", "warning") as ran:
+        report = soak(ran.url, ran.pid, 120, dev_uploads(), clients=6, progress=False)
     assert report["good"] > 20 and report["bad"] > 10 and report["abandoned"] > 0
     assert report["failed_good"] == 0 and report["lost"] == 0 and report["wrong_status"] == 0
     assert report["peak_ratio"] <= 1.1, report

@@ -150,7 +150,8 @@ def serve_faster_whisper(port: int, compute_type: str, device: str = "cpu") -> N
 # ------------------------------------------------------------------ servers as processes
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -164,41 +165,61 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+@dataclass
+class RunningServer:
+    """A server process: its URL, the process, and the file its output goes to."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @contextlib.contextmanager
-def server(command: Sequence[str], timeout: float = 900) -> Iterator[tuple[str, int]]:
-    """Run ``command`` (given ``--port P`` at its end) until it answers ``/health``; yield
-    its URL and pid; SIGTERM it afterwards."""
+def server(command: Sequence[str], timeout: float = 900) -> Iterator[RunningServer]:
+    """Run ``command`` (given ``--port P`` at its end; its output to a temporary file, never a
+    pipe that could fill) until it answers ``/health``; SIGTERM it afterwards."""
+    import tempfile
+
     import httpx
 
-    port = _free_port()
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited: {process.stderr.read()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not start in {timeout} s")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                [*command, "--port", str(port)], stdout=sink, stderr=subprocess.STDOUT, text=True
+            )
+        running = RunningServer(f"http://127.0.0.1:{port}", process, log)
         try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command} exited: {running.output()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{running.url}/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not start in {timeout} s")
+                time.sleep(0.2)
+            yield running
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(120)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 def max_server(*options: str) -> list[str]:
+    """``maxwhisper-server OPTIONS`` (access log off)."""
     return [sys.executable, "-m", "maxwhisper_lib.server", "--log_level", "warning", *options]
 
 
@@ -378,8 +399,8 @@ def soak(
 
     from ..audio.load import load_audio
 
-    silent = _wav(np.zeros(16000, dtype=np.float32))
-    long = _wav(np.concatenate([load_audio(u.path) for u in uploads]))
+    silent = wav_bytes(np.zeros(16000, dtype=np.float32))
+    long = wav_bytes(np.concatenate([load_audio(u.path) for u in uploads]))
     bad = [
         ({"model": "whisper-1"}, b"not audio at all", 400),
         ({"model": "whisper-1"}, b"", 400),
@@ -468,7 +489,8 @@ def soak(
     }
 
 
-def _wav(samples: np.ndarray) -> bytes:
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """16-bit mono 16 kHz WAV of float samples in [-1, 1]."""
     import io
     import wave
 
@@ -502,25 +524,29 @@ def benchmark(
 
     note(library_load(work, None, device))
     note(library_load(work, 16, device))
-    with server(max_server("--max_batch", "16", "--device", device)) as (url, _):
-        run_load(url, work[:4], 4, "warm-up")
+    with server(max_server("--max_batch", "16", "--device", device)) as running:
+        run_load(running.url, work[:4], 4, "warm-up")
         for clients in CLIENTS:
-            note(run_load(url, requests_of(uploads, max(requests, clients)), clients, "MAX server"))
-    with server(max_server("--max_batch", "1", "--device", device)) as (url, _):
-        run_load(url, work[:2], 2, "warm-up")
-        note(run_load(url, work, 16, "MAX server, one at a time"))
+            note(
+                run_load(
+                    running.url, requests_of(uploads, max(requests, clients)), clients, "MAX server"
+                )
+            )
+    with server(max_server("--max_batch", "1", "--device", device)) as running:
+        run_load(running.url, work[:2], 2, "warm-up")
+        note(run_load(running.url, work, 16, "MAX server, one at a time"))
     if device == "cpu":
-        with server(max_server("--max_batch", "16", "--quantization", "int8")) as (url, _):
-            run_load(url, work[:4], 4, "warm-up")
-            note(run_load(url, work, 16, "MAX server int8"))
+        with server(max_server("--max_batch", "16", "--quantization", "int8")) as running:
+            run_load(running.url, work[:4], 4, "warm-up")
+            note(run_load(running.url, work, 16, "MAX server int8"))
     for compute_type in ("float32", "int8") if device == "cpu" else ("float16",):
-        with server(fw_server(compute_type, device)) as (url, _):
-            run_load(url, work[:2], 2, "warm-up")
-            note(run_load(url, work, 16, f"faster-whisper {compute_type} server"))
+        with server(fw_server(compute_type, device)) as running:
+            run_load(running.url, work[:2], 2, "warm-up")
+            note(run_load(running.url, work, 16, f"faster-whisper {compute_type} server"))
     soaked = None
     if soak_minutes > 0:
-        with server(max_server("--max_batch", "16", "--device", device)) as (url, pid):
-            soaked = soak(url, pid, soak_minutes * 60, uploads)
+        with server(max_server("--max_batch", "16", "--device", device)) as running:
+            soaked = soak(running.url, running.pid, soak_minutes * 60, uploads)
     reference = {r.label: r for r in runs}
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False

@@ -548,11 +548,8 @@ def benchmark(
         with server(max_server("--max_batch", "16", "--device", device)) as running:
             soaked = soak(running.url, running.pid, soak_minutes * 60, uploads)
     reference = {r.label: r for r in runs}
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     results = {
-        "commit": commit,
+        "commit": _commit(),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_info(),
         "requests": requests,
@@ -615,7 +612,13 @@ def plot(results: dict, path: Path) -> None:
 
     runs = results["runs"]
     scaling = [r for r in runs if r["label"] == "MAX server"]
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))
+    soaked = results.get("soak")
+    if soaked:
+        fig, grid = plt.subplots(2, 2, figsize=(14, 9))
+        axes = grid.ravel()
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    left, middle, right = axes[:3]
     clients = [r["clients"] for r in scaling]
     left.plot(clients, [r["throughput"] for r in scaling], "o-", label="MAX server")
     for r in runs:
@@ -623,6 +626,7 @@ def plot(results: dict, path: Path) -> None:
             left.axhline(r["throughput"], ls="--", lw=1, color="gray")
             left.text(clients[0], r["throughput"], r["label"], va="bottom", fontsize=8)
     left.set(xscale="log", xlabel="concurrent clients", ylabel="audio s / s", title="throughput")
+    left.set_ylim(bottom=0)
     left.set_xticks(clients, [str(c) for c in clients])
     middle.plot(clients, [r["p50_s"] for r in scaling], "o-", label="p50")
     middle.plot(clients, [r["p95_s"] for r in scaling], "s--", label="p95")
@@ -635,6 +639,13 @@ def plot(results: dict, path: Path) -> None:
     right.barh(labels, [r["throughput"] for r in sixteen], color="tab:blue")
     right.set(xlabel="audio s / s", title="16 clients, beside the library")
     right.invert_yaxis()
+    if soaked:
+        memory = np.asarray(soaked["memory"], dtype=float)
+        axes[3].plot(memory[:, 0] / 60, memory[:, 1] / 1024, lw=0.6, label="resident")
+        axes[3].plot(memory[:, 0] / 60, memory[:, 2] / 1024, lw=1.2, label="peak so far")
+        axes[3].set(xlabel="minutes", ylabel="MB", title="soak: the server's memory")
+        axes[3].set_ylim(bottom=0)
+        axes[3].legend()
     fig.suptitle("maxwhisper-server on loopback, tiny.en, dev clips")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -657,6 +668,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     library.add_argument("--batch_size", type=int, default=None)
     library.add_argument("--requests", type=int, default=REQUESTS)
     library.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument(
+        "--soak_only",
+        action="store_true",
+        help="run the soak alone and put it into the output's existing results.json",
+    )
     args = parser.parse_args(argv)
     if args.command == "library":
         work = requests_of(dev_uploads(), args.requests)
@@ -667,9 +683,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fw-server":
         serve_faster_whisper(args.port, args.compute_type, args.device)
         return 0
+    if args.soak_only:
+        soak_again(args.output, args.soak_minutes, args.device)
+        return 0
     results = benchmark(args.output, args.soak_minutes, args.requests, args.device)
     print(json.dumps(results["ratios"], indent=2))
     return 0
+
+
+def soak_again(folder: Path, minutes: float, device: str = "cpu") -> dict:
+    """The soak alone, written into ``folder/results.json`` (the load runs kept) and its plot."""
+    results = json.loads((folder / "results.json").read_text())
+    with server(max_server("--max_batch", "16", "--device", device)) as running:
+        results["soak"] = soak(running.url, running.pid, minutes * 60, dev_uploads())
+    results["soak"]["commit"] = _commit()
+    with atomic_text_file(folder / "results.json") as file:
+        json.dump(results, file, indent=2)
+    plot(results, folder / "server-load.png")
+    return results
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def replot(folder: Path) -> None:
+    """Draw ``folder/server-load.png`` again from its ``results.json``."""
+    plot(json.loads((folder / "results.json").read_text()), folder / "server-load.png")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from .settings import ServerSettings, build_service
+from .settings import ServerSettings, build_service, limit_malloc_arenas
 
 __all__ = ["ServerSettings", "build_service", "create_app", "serve"]
 
@@ -24,6 +24,7 @@ def serve(settings: ServerSettings) -> None:
 
     from .app import create_app as create
 
+    limit_malloc_arenas()
     service = build_service(settings)
     config = uvicorn.Config(
         create(service),

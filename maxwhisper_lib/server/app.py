@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -238,6 +240,10 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
     """The ASGI app over ``service``; ``manage_scheduler``: start the scheduler with the app and
     stop it (finishing what is in flight) when the app shuts down."""
 
+    # uploads are decoded on a few threads of their own: as many as the cores, not the 40 of
+    # the shared pool (each thread would fragment memory with the arrays it allocates)
+    decoders = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="decode")
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_scheduler:
@@ -247,6 +253,7 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
         finally:
             if manage_scheduler:
                 await run_in_threadpool(service.scheduler.stop)
+            decoders.shutdown(wait=False)
 
     app = FastAPI(
         title="maxwhisper-server",
@@ -334,11 +341,15 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening
         parsed = parse_request(form.fields, task, service)
+        loop = asyncio.get_running_loop()
         if form.file_data is None:
             raise ApiError(400, "no audio: send the file as the 'file' field", param="file")
         try:
-            samples = await run_in_threadpool(
-                load_audio, form.file_data, reject_silent=True, name=form.file_name
+            samples = await loop.run_in_executor(
+                decoders,
+                functools.partial(
+                    load_audio, form.file_data, reject_silent=True, name=form.file_name
+                ),
             )
         except AudioError as error:
             raise ApiError(400, str(error), param="file", code="invalid_file") from None
@@ -349,7 +360,6 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
         except DecodingOptionsError as error:
             raise ApiError(400, str(error), code="invalid_value") from None
         events: asyncio.Queue[Event] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
 
         def on_event(event: Event) -> None:
             with contextlib.suppress(RuntimeError):  # the loop has closed

@@ -28,8 +28,9 @@ def application(settings: ServerSettings) -> Any:
     @serve.ingress()
     class MaxWhisperServer:
         def __init__(self, settings: ServerSettings) -> None:
-            from .settings import build_service
+            from .settings import build_service, limit_malloc_arenas
 
+            limit_malloc_arenas()
             self.service = build_service(settings)
             self.service.scheduler.start()
 

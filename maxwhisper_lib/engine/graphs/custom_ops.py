@@ -92,6 +92,43 @@ def int8_product(
     return _rows_product(name, x, packed, *extra, out_width=out_width)
 
 
+ATTENTION_INT8_PATHS = ("best", "avx2", "portable")
+"""The int8 self-attention kernel's code paths (see :func:`self_attention_int8`)."""
+
+
+def self_attention_int8(qkv: TensorValue, heads: int, path: str = "best") -> TensorValue:
+    """The encoder's self-attention in int8 (the int8 mode): the fused projection ``qkv (b, T,
+    3 * width)`` float32 -> ``(b, T, width)``, heads merged; keys smoothed and quantized per
+    token, ``P V`` from 7-bit probabilities and per-channel int8 values (see the kernel).
+    ``path``: ``"best"`` for this CPU, or ``"avx2"``/``"portable"`` forced (tests)."""
+    if path not in ATTENTION_INT8_PATHS:
+        raise ValueError(
+            f"unknown int8 attention path {path!r}; choose from {ATTENTION_INT8_PATHS}"
+        )
+    batch, time, fused = qkv.shape
+    width = int(fused) // 3
+    name = "self_attention_int8" + ("" if path == "best" else f"_{path}")
+    (y,) = ops.custom(
+        name,
+        device=qkv.device,
+        values=[qkv],
+        out_types=[TensorType(DType.float32, [batch, time, width], device=qkv.device)],
+        parameters={"head_width": width // heads},
+    )
+    return y.tensor
+
+
+def build_attention_int8_graph(heads: int, head_width: int, path: str = "best") -> Graph:
+    """The int8 self-attention alone: ``qkv (b, T, 3 * heads * head_width)`` -> ``(b, T,
+    heads * head_width)``, ``b`` and ``T`` symbolic."""
+    device = DeviceRef.CPU()
+    qkv_type = TensorType(DType.float32, ["b", "t", 3 * heads * head_width], device=device)
+    name = f"mw_attention_int8_{heads}x{head_width}_{path}"
+    with Graph(name, input_types=[qkv_type], custom_extensions=KERNEL_EXTENSIONS) as graph:
+        graph.output(self_attention_int8(graph.inputs[0].tensor, heads, path))
+    return graph
+
+
 def cross_attention_rows(
     q: TensorValue, keys: TensorValue, values: TensorValue, rows: TensorValue
 ) -> TensorValue:

@@ -16,7 +16,13 @@ from max.graph import BufferValue, DeviceRef, TensorValue, Weight, ops
 
 from ..quantization import SCALE_SUFFIX, SUM_SUFFIX, packed_shapes
 from ..weight_mapping import is_int8_weight, is_row_weight
-from .custom_ops import cross_attention_rows, int8_product, linear_rows, self_attention_cached
+from .custom_ops import (
+    cross_attention_rows,
+    int8_product,
+    linear_rows,
+    self_attention_cached,
+    self_attention_int8,
+)
 
 LAYER_NORM_EPS = 1e-5
 
@@ -174,9 +180,16 @@ def self_attention_qkv(x: TensorValue, p: Params, name: str, n_head: int):
 
 
 def encoder_block(x: TensorValue, p: Params, n_head: int) -> TensorValue:
-    """Residual attention block without mask or cross-attention (the audio encoder's)."""
-    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-    x = x + linear(attend(attention_scores(q, k_t), v), p, "attn.out", int(x.shape[-1]))
+    """Residual attention block without mask or cross-attention (the audio encoder's); in the
+    int8 mode its self-attention is the int8 kernel (:func:`.custom_ops.self_attention_int8`)."""
+    width = int(x.shape[-1])
+    if p.int8:
+        qkv = linear(layer_norm(x, p, "attn_ln"), p, "attn.qkv", 3 * width)
+        attended = self_attention_int8(qkv, n_head)
+    else:
+        q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
+        attended = attend(attention_scores(q, k_t), v)
+    x = x + linear(attended, p, "attn.out", width)
     return x + mlp(layer_norm(x, p, "mlp_ln"), p)
 
 

@@ -1,0 +1,354 @@
+# The encoder's self-attention in int8, for the CPU (the int8 mode; issue 38).
+#
+# self_attention_int8
+#   qkv (b, T, 3 * width) float32: the fused query/key/value projection, heads side by side
+#   y   (b, T, width) float32: softmax(q_h k_h^T / sqrt(head_width)) v_h per head, merged
+#
+# Per (sequence, head):
+#   keys    smoothed: the mean key over the T tokens is taken off every key (each query's scores
+#           move by one constant, which softmax does not see: SageAttention), then each key is
+#           quantized with its own scale s_k = max|k| / 127, q_k = clamp(floor(k / s_k + 0.5))
+#   queries each quantized the same way (s_q)
+#   scores  s_q * s_k * (sum of q_q * q_k, exact in int32) / sqrt(head_width), softmax in float32
+#   P V     each row of probabilities as 0 .. 127 (s_p = max p / 127), values quantized per
+#           channel over the tokens (s_v), out = s_p * s_v * (sum of q_p * q_v, exact in int32)
+#
+# The keys (and the values, transposed) are packed as linear_int8.mojo packs weights: blocks of
+# 16 keys (16 channels), for each group of 4 channels (4 tokens) 16 x 4 bytes, so that one
+# 512-bit vector holds 16 running sums. AVX-512 VNNI (vpdpbusd, unsigned x signed bytes) takes the
+# queries shifted to 1 .. 255 and the shift back with each key's sum; AVX2 (vpsignb, vpmaddubsw,
+# vpmaddwd) keeps them signed; elsewhere plain SIMD. Every path gives the same integer sums.
+# ``self_attention_int8_portable`` and ``self_attention_int8_avx2`` force those paths (tests).
+
+from extensibility import InputTensor, OutputTensor, register
+from max.algorithm import sync_parallelize
+from max.gpu.host import DeviceContext
+from max.gpu.host.device_context import DeviceContextBase
+from std.math import exp, floor, sqrt
+from std.memory import alloc, bitcast
+from std.sys import llvm_intrinsic
+from std.sys.info import CompilationTarget
+
+comptime F32 = DType.float32
+comptime I32 = DType.int32
+comptime LANES = 16
+comptime SHIFT = 128
+comptime QMAX = Float32(127)
+comptime ROWS = 4  # queries per tile
+
+
+@always_inline
+def _dot4_vnni(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
+    """acc + per lane the dot product of 4 unsigned bytes of ``a`` with 4 signed bytes of ``b``."""
+    return llvm_intrinsic["llvm.x86.avx512.vpdpbusd.512", SIMD[I32, LANES], has_side_effect=False](
+        acc, bitcast[DType.int8, 4 * LANES](a), bitcast[DType.int8, 4 * LANES](b)
+    )
+
+
+@always_inline
+def _dot4_plain(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
+    """The same in plain SIMD (``a``'s bytes unsigned, ``b``'s signed)."""
+    var p = bitcast[DType.uint8, 4 * LANES](a).cast[I32]() * bitcast[DType.int8, 4 * LANES](b).cast[I32]()
+    var pairs = p.deinterleave()
+    var twos = pairs[0] + pairs[1]
+    var quads = twos.deinterleave()
+    return acc + quads[0] + quads[1]
+
+
+@always_inline
+def _dot4_avx2(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
+    """The same with AVX2, ``a``'s bytes signed (|b| times a with b's sign: no saturation while
+    |a| <= 127), in two halves of 8 lanes."""
+    var out = acc
+    comptime for half in range(2):
+        var x = bitcast[DType.int8, 32](a.slice[8, offset=half * 8]())
+        var w = bitcast[DType.int8, 32](b.slice[8, offset=half * 8]())
+        var w_abs = bitcast[DType.uint8, 32](abs(w))
+        var signed_x = llvm_intrinsic["llvm.x86.avx2.psign.b", SIMD[DType.int8, 32], has_side_effect=False](x, w)
+        var pairs = llvm_intrinsic["llvm.x86.avx2.pmadd.ub.sw", SIMD[DType.int16, 16], has_side_effect=False](
+            w_abs, signed_x
+        )
+        var sums = llvm_intrinsic["llvm.x86.avx2.pmadd.wd", SIMD[I32, 8], has_side_effect=False](
+            pairs, SIMD[DType.int16, 16](1)
+        )
+        out = out.insert[offset=half * 8](out.slice[8, offset=half * 8]() + sums)
+    return out
+
+
+@always_inline
+def _dot4_avx2_abs(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES], b_abs: SIMD[DType.uint8, 4 * LANES]) -> SIMD[I32, LANES]:
+    """:func:`_dot4_avx2` with ``|b|`` given (computed once for many ``a``)."""
+    var out = acc
+    comptime for half in range(2):
+        var x = bitcast[DType.int8, 32](a.slice[8, offset=half * 8]())
+        var w = bitcast[DType.int8, 32](b.slice[8, offset=half * 8]())
+        var signed_x = llvm_intrinsic["llvm.x86.avx2.psign.b", SIMD[DType.int8, 32], has_side_effect=False](x, w)
+        var pairs = llvm_intrinsic["llvm.x86.avx2.pmadd.ub.sw", SIMD[DType.int16, 16], has_side_effect=False](
+            b_abs.slice[32, offset=half * 32](), signed_x
+        )
+        var sums = llvm_intrinsic["llvm.x86.avx2.pmadd.wd", SIMD[I32, 8], has_side_effect=False](
+            pairs, SIMD[DType.int16, 16](1)
+        )
+        out = out.insert[offset=half * 8](out.slice[8, offset=half * 8]() + sums)
+    return out
+
+
+@always_inline
+def _dot4_rows[path: Int, rows: Int](acc: SIMD[I32, rows * LANES], a: SIMD[I32, rows], b: SIMD[I32, LANES]) -> SIMD[I32, rows * LANES]:
+    """``rows`` running sums at once: row r adds the dot products of ``a[r]``'s 4 bytes
+    (broadcast) with each lane of ``b``."""
+    var out = acc
+    comptime if path == 1:
+        var b_abs = bitcast[DType.uint8, 4 * LANES](abs(bitcast[DType.int8, 4 * LANES](b)))
+        comptime for r in range(rows):
+            out = out.insert[offset=r * LANES](
+                _dot4_avx2_abs(out.slice[LANES, offset=r * LANES](), SIMD[I32, LANES](a[r]), b, b_abs)
+            )
+    else:
+        comptime for r in range(rows):
+            out = out.insert[offset=r * LANES](
+                _dot4[path](out.slice[LANES, offset=r * LANES](), SIMD[I32, LANES](a[r]), b)
+            )
+    return out
+
+
+@always_inline
+def _dot4[path: Int](acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
+    """path 0: plain SIMD, 1: AVX2, 2: AVX-512 VNNI."""
+    comptime if path == 2:
+        return _dot4_vnni(acc, a, b)
+    else:
+        comptime if path == 1:
+            return _dot4_avx2(acc, a, b)
+        else:
+            return _dot4_plain(acc, a, b)
+
+
+@always_inline
+def _quantize(v: Float32, inv: Float32) -> Int32:
+    return Int32(min(max(floor(v * inv + Float32(0.5)), -QMAX), QMAX))
+
+
+def _self_attention_int8[head_width: Int, path: Int](
+    y: OutputTensor[dtype=F32, rank=3, ...],
+    qkv: InputTensor[dtype=F32, rank=3, ...],
+    ctx: DeviceContext,
+) raises:
+    comptime assert head_width % LANES == 0, "head_width must be a multiple of 16"
+    comptime shift = SHIFT if path != 1 else 0  # AVX2 keeps the queries signed
+    comptime groups = head_width // 4  # 4-channel groups of a key or query
+    comptime channel_blocks = head_width // LANES
+    var batch = qkv.dim_size(0)
+    var n = qkv.dim_size(1)
+    var width = y.dim_size(2)
+    var heads = width // head_width
+    if heads * head_width != width or qkv.dim_size(2) != 3 * width:
+        raise Error("self_attention_int8: expected qkv (b, T, 3 * width), y (b, T, width)")
+    if y.dim_size(0) != batch or y.dim_size(1) != n:
+        raise Error("self_attention_int8: y must be (b, T, width)")
+    if n == 0:
+        return
+    var xp = qkv.unsafe_ptr()
+    var yp = y.unsafe_ptr()
+    var key_blocks = (n + LANES - 1) // LANES
+    var n_keys = key_blocks * LANES  # padded with zero keys (masked out of the softmax)
+    var token_groups = n_keys // 4  # 4-token groups of the values
+    var scale = Float32(1.0) / sqrt(Float32(head_width))
+
+    def head_task(task: Int) {var xp, var yp, var n, var width, var heads, var key_blocks, var n_keys, var token_groups, var scale}:
+        var i = task // heads
+        var head = task % heads
+        var row0 = i * n * 3 * width
+
+        # keys: mean over tokens, then each smoothed key quantized and packed
+        var mean = SIMD[F32, head_width](0)
+        for t in range(n):
+            mean += xp.unsafe_load[width=head_width](row0 + t * 3 * width + width + head * head_width)
+        mean = mean / Float32(n)
+        var kw = alloc[Int32](key_blocks * groups * LANES)  # (block, group, lane): 4 bytes
+        var k_scale = alloc[Float32](n_keys)
+        var k_sum = alloc[Int32](n_keys)
+        for j in range(n_keys):
+            var blk = j // LANES
+            var lane = j % LANES
+            if j >= n:
+                for g in range(groups):
+                    kw.unsafe_store((blk * groups + g) * LANES + lane, Int32(0))
+                k_scale.unsafe_store(j, Float32(0))
+                k_sum.unsafe_store(j, Int32(0))
+                continue
+            var k = xp.unsafe_load[width=head_width](row0 + j * 3 * width + width + head * head_width) - mean
+            var top = abs(k).reduce_max()
+            var inv = QMAX / top if top > 0 else Float32(0)
+            k_scale.unsafe_store(j, top / QMAX)
+            var total = Int32(0)
+            for g in range(groups):
+                var word = SIMD[DType.int8, 4](0)
+                comptime for b in range(4):
+                    var q = _quantize(k[4 * g + b], inv)
+                    word[b] = q.cast[DType.int8]()
+                    total += q
+                kw.unsafe_store((blk * groups + g) * LANES + lane, bitcast[I32, 1](word)[0])
+            k_sum.unsafe_store(j, total)
+
+        # values: a scale per channel over the tokens; packed transposed (channel block, token
+        # group, lane = channel): 4 tokens' bytes of one channel
+        var v_top = SIMD[F32, head_width](0)
+        for t in range(n):
+            v_top = max(v_top, abs(xp.unsafe_load[width=head_width](row0 + t * 3 * width + 2 * width + head * head_width)))
+        var v_scale = v_top / QMAX
+        var v_inv = SIMD[F32, head_width](0)
+        comptime for c in range(head_width):
+            v_inv[c] = QMAX / v_top[c] if v_top[c] > 0 else Float32(0)
+        var vw = alloc[Int32](channel_blocks * token_groups * LANES)
+        var vb = vw.unsafe_bitcast[Int8]()
+        for tg in range(token_groups):
+            comptime for b in range(4):
+                var t = 4 * tg + b
+                var v = SIMD[F32, head_width](0)
+                if t < n:
+                    v = xp.unsafe_load[width=head_width](row0 + t * 3 * width + 2 * width + head * head_width)
+                comptime for c in range(head_width):
+                    var q = _quantize(v[c], v_inv[c])
+                    var cb = c // LANES
+                    var lane = c % LANES
+                    vb.unsafe_store(((cb * token_groups + tg) * LANES + lane) * 4 + b, q.cast[DType.int8]())
+
+        # queries ROWS at a time: each packed key and value word is loaded once for all of them
+        var scores = alloc[Float32](ROWS * n_keys)
+        var pw = alloc[Int32](ROWS * token_groups)  # probabilities as bytes, 4 per word
+        var pb = pw.unsafe_bitcast[UInt8]()
+
+        def tile[rows: Int](t0: Int) {var xp, var yp, var n, var width, var head, var row0, var key_blocks, var n_keys, var token_groups, var scale, var kw, var k_scale, var k_sum, var vw, var v_scale, var scores, var pw, var pb, var i}:
+            var qwords = SIMD[I32, rows * groups](0)
+            var q_scales = SIMD[F32, rows](0)
+            comptime for r in range(rows):
+                var qv = xp.unsafe_load[width=head_width](row0 + (t0 + r) * 3 * width + head * head_width)
+                var q_top = abs(qv).reduce_max()
+                var q_inv = QMAX / q_top if q_top > 0 else Float32(0)
+                var shifted = (min(max(floor(qv * q_inv + Float32(0.5)), -QMAX), QMAX).cast[I32]() + Int32(shift)).cast[DType.uint8]()
+                qwords = qwords.insert[offset=r * groups](bitcast[I32, groups](shifted))
+                q_scales[r] = q_top / QMAX * scale
+            var best = SIMD[F32, rows](Float32.MIN)
+            for blk in range(key_blocks):
+                var acc = SIMD[I32, rows * LANES](0)
+                comptime for g in range(groups):
+                    var kv = kw.unsafe_load[width=LANES]((blk * groups + g) * LANES)
+                    var qg = SIMD[I32, rows](0)
+                    comptime for r in range(rows):
+                        qg[r] = qwords[r * groups + g]
+                    acc = _dot4_rows[path, rows](acc, qg, kv)
+                var ks = k_scale.unsafe_load[width=LANES](blk * LANES)
+                var taken = k_sum.unsafe_load[width=LANES](blk * LANES) * Int32(shift)
+                var full = (blk + 1) * LANES <= n
+                comptime for r in range(rows):
+                    var s = (acc.slice[LANES, offset=r * LANES]() - taken).cast[F32]() * ks * q_scales[r]
+                    scores.unsafe_store(r * n_keys + blk * LANES, s)
+                    best[r] = max(best[r], s.reduce_max() if full else _partial_max(s, n - blk * LANES))
+            var totals = SIMD[F32, rows](0)
+            comptime for r in range(rows):
+                var row = scores.unsafe_offset(r * n_keys)
+                var bytes = pb.unsafe_offset(r * n_keys)
+                var total = Float32(0)
+                for j in range(0, n_keys, LANES):
+                    var e = exp(row.unsafe_load[width=LANES](j) - best[r])
+                    if j + LANES > n:
+                        e = _zero_from(e, n - j)
+                    total += e.reduce_add()
+                    # unnormalised probabilities (the top one is 1) as 0 .. 127
+                    bytes.unsafe_store(j, floor(e * QMAX + Float32(0.5)).cast[DType.uint8]())
+                totals[r] = total
+            comptime for cb in range(channel_blocks):
+                var acc = SIMD[I32, rows * LANES](0)
+                for tg in range(token_groups):
+                    var vv = vw.unsafe_load[width=LANES]((cb * token_groups + tg) * LANES)
+                    var pg = SIMD[I32, rows](0)
+                    comptime for r in range(rows):
+                        pg[r] = pw.unsafe_load(r * token_groups + tg)
+                    acc = _dot4_rows[path, rows](acc, pg, vv)
+                var v_s = v_scale.slice[LANES, offset=cb * LANES]()
+                comptime for r in range(rows):
+                    var dst = yp.unsafe_offset((i * n + t0 + r) * width + head * head_width)
+                    dst.unsafe_store(cb * LANES, acc.slice[LANES, offset=r * LANES]().cast[F32]() * v_s * (Float32(1.0) / (QMAX * totals[r])))
+
+        var t = 0
+        while t + ROWS <= n:
+            tile[ROWS](t)
+            t += ROWS
+        while t < n:
+            tile[1](t)
+            t += 1
+        scores.free()
+        pw.free()
+        kw.free()
+        k_scale.free()
+        k_sum.free()
+        vw.free()
+
+    var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
+    sync_parallelize(head_task, batch * heads, cpu_ctx)
+
+
+@always_inline
+def _partial_max(s: SIMD[F32, LANES], valid: Int) -> Float32:
+    var best = Float32.MIN
+    for lane in range(valid):
+        best = max(best, s[lane])
+    return best
+
+
+@always_inline
+def _zero_from(e: SIMD[F32, LANES], valid: Int) -> SIMD[F32, LANES]:
+    var out = e
+    for lane in range(valid, LANES):
+        out[lane] = 0
+    return out
+
+
+@register("self_attention_int8")
+struct SelfAttentionInt8:
+    """See the file header; ``head_width`` is a compile-time parameter (a multiple of 16)."""
+
+    @staticmethod
+    def execute[target: StaticString, head_width: Int](
+        y: OutputTensor[dtype=F32, rank=3, ...],
+        qkv: InputTensor[dtype=F32, rank=3, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "self_attention_int8 is a CPU kernel"
+        comptime if CompilationTarget.has_vnni():
+            _self_attention_int8[head_width, 2](y, qkv, ctx)
+        else:
+            comptime if CompilationTarget.has_avx2():
+                _self_attention_int8[head_width, 1](y, qkv, ctx)
+            else:
+                _self_attention_int8[head_width, 0](y, qkv, ctx)
+
+
+@register("self_attention_int8_portable")
+struct SelfAttentionInt8Portable:
+    """``self_attention_int8`` in plain SIMD: for its tests."""
+
+    @staticmethod
+    def execute[target: StaticString, head_width: Int](
+        y: OutputTensor[dtype=F32, rank=3, ...],
+        qkv: InputTensor[dtype=F32, rank=3, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "self_attention_int8_portable is a CPU kernel"
+        _self_attention_int8[head_width, 0](y, qkv, ctx)
+
+
+@register("self_attention_int8_avx2")
+struct SelfAttentionInt8Avx2:
+    """``self_attention_int8`` on its AVX2 path even where VNNI exists: for its tests."""
+
+    @staticmethod
+    def execute[target: StaticString, head_width: Int](
+        y: OutputTensor[dtype=F32, rank=3, ...],
+        qkv: InputTensor[dtype=F32, rank=3, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "self_attention_int8_avx2 is a CPU kernel"
+        comptime assert CompilationTarget.has_avx2(), "self_attention_int8_avx2 needs AVX2"
+        _self_attention_int8[head_width, 1](y, qkv, ctx)

@@ -108,34 +108,3 @@ def int8_linear_reference(
     scale = weight.scale[None, : weight.out_features] * row_scale[:, None]
     y = dot.astype(np.float32) * scale.astype(np.float32)
     return y if bias is None else y + np.asarray(bias, np.float32)
-
-
-def int8_attention_reference(qkv: np.ndarray, heads: int) -> np.ndarray:
-    """NumPy model of the ``self_attention_int8`` kernel: ``qkv (b, T, 3 * width)`` float32 ->
-    ``(b, T, width)``. Keys smoothed (their mean over tokens taken off) and quantized per token,
-    queries per token, scores from the exact integer sums; softmax in float32; the unnormalised
-    probabilities (top 1) as 0 .. 127 and the values per channel, ``P V`` from exact sums."""
-    qkv = np.asarray(qkv, dtype=np.float32)
-    batch, time, fused = qkv.shape
-    width = fused // 3
-    head_width = width // heads
-    out = np.zeros((batch, time, width), np.float32)
-    scale = np.float32(1) / np.sqrt(np.float32(head_width))
-    for i in range(batch):
-        for h in range(heads):
-            cols = slice(h * head_width, (h + 1) * head_width)
-            q = qkv[i, :, :width][:, cols]
-            k = qkv[i, :, width : 2 * width][:, cols]
-            v = qkv[i, :, 2 * width :][:, cols]
-            k = k - k.mean(axis=0, dtype=np.float32)
-            q_q, q_s = quantize_activations(q)
-            k_q, k_s = quantize_activations(k)
-            dots = (q_q.astype(np.int64) @ k_q.astype(np.int64).T).astype(np.float32)
-            scores = dots * k_s[None, :] * (q_s * scale)[:, None]
-            e = np.exp(scores - scores.max(axis=1, keepdims=True)).astype(np.float32)
-            total = e.sum(axis=1, dtype=np.float32)
-            p_q = np.clip(np.floor(e * np.float32(QMAX) + np.float32(0.5)), 0, QMAX)
-            v_q, v_s = quantize_activations(v.T)  # per channel
-            sums = (p_q.astype(np.int64) @ v_q.astype(np.int64).T).astype(np.float32)
-            out[i, :, cols] = sums * v_s[None, :] / (np.float32(QMAX) * total)[:, None]
-    return out

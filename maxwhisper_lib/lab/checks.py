@@ -25,6 +25,7 @@ from ..decoding.reference import TorchBackend
 from ..engine import runtime
 from ..engine.graphs.custom_ops import (
     KERNEL_EXTENSIONS,
+    build_attention_int8_graph,
     build_cross_attention_graph,
     build_int8_graph,
     build_rows_graph,
@@ -36,6 +37,7 @@ from ..engine.model import MaxWhisper
 from ..engine.quantization import int8_linear_reference, quantize_linear
 from ..engine.runtime import host_float32
 from ..engine.weight_mapping import TOKEN_EMBEDDING, select_block
+from .int8_attention import int8_attention_reference
 
 TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
 """Largest relative error that passes, per dtype (half precisions are reported, looser)."""
@@ -63,6 +65,13 @@ INT8_TOLERANCE = 1e-1
 per-row int8 activations cost (1e-2 to 6e-2 measured, the logits projection the most); a broken
 kernel (wrong packing, a shift not undone) is off by order 1. Its exact bound is the NumPy model
 of the quantized arithmetic (``ROW_KERNEL_TOLERANCE``)."""
+
+INT8_ATTENTION_TOLERANCE = 1e-1
+"""The int8 mode's encoder self-attention against float32 attention on the same real
+activations: int8 queries and smoothed keys per token, 7-bit probabilities and per-channel int8
+values cost a few percent (``lab/int8_attention.py`` measures it on every dev clip; the
+transcripts stay float32's); a broken kernel is off by order 1. Its exact bound is the NumPy
+model (``ROW_KERNEL_TOLERANCE``)."""
 
 INT8_CHECK_LAYERS = (
     ("encoder.blocks.0.attn.qkv", 1500),
@@ -152,6 +161,22 @@ def causal_attention_reference(qkv_steps: Sequence[np.ndarray], heads: int) -> n
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     return (weights @ split(v)).transpose(0, 2, 1, 3).reshape(b, n, width)
+
+
+def attention_reference(qkv: np.ndarray, heads: int) -> np.ndarray:
+    """float64 self-attention without a mask (the encoder's) of a fused ``(b, T, 3 * width)``
+    projection -> ``(b, T, width)``."""
+    q, k, v = np.split(np.asarray(qkv, np.float64), 3, axis=-1)
+    b, total, width = q.shape
+    dh = width // heads
+
+    def split(x):
+        return x.reshape(b, total, heads, dh).transpose(0, 2, 1, 3)
+
+    scores = split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(dh)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ split(v)).transpose(0, 2, 1, 3).reshape(b, total, width)
 
 
 class KernelChecks:
@@ -474,6 +499,69 @@ class KernelChecks:
                 INT8_TOLERANCE,
             )
 
+    def check_int8_attention(self, mel: np.ndarray, label: str) -> None:
+        """The int8 mode's encoder self-attention kernel on real activations (the fused query,
+        key and value projections of every encoder block, from the reference on ``mel``):
+        against the NumPy model of its arithmetic and against float32 attention. CPU."""
+        if self.model.device_name != "cpu":
+            return
+        dims = self.dims
+        heads, width = dims.n_audio_head, dims.n_audio_state
+        fused: list[np.ndarray] = []
+        hooks = []
+        for block in self.reference.encoder.blocks:
+            parts: dict[str, np.ndarray] = {}
+            for name in ("query", "key", "value"):
+
+                def keep(_, __, output, name=name, parts=parts):
+                    parts[name] = output.detach().float().numpy()
+                    if len(parts) == 3:
+                        fused.append(
+                            np.concatenate([parts[n] for n in ("query", "key", "value")], -1)
+                        )
+                        parts.clear()
+
+                hooks.append(getattr(block.attn, name).register_forward_hook(keep))
+        try:
+            with torch.no_grad():
+                self.reference.encoder(torch.from_numpy(mel))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        compile_s = 0.0
+        if "int8_attention" not in self._graphs:
+            graph = build_attention_int8_graph(heads, width // heads)
+            self._graphs["int8_attention"], compile_s = self._timed(
+                lambda: runtime.compile_graph(graph, "cpu")
+            )
+        for layer, qkv in enumerate(fused):
+            qkv = np.ascontiguousarray(qkv, dtype=np.float32)
+            out, run_s = self._timed(
+                lambda q=qkv: self._execute_copy(self._graphs["int8_attention"], q)
+            )
+            component = f"int8 attention kernel, encoder block {layer}"
+            self._record(
+                component + " vs NumPy int8 model",
+                label,
+                "self_attention_int8",
+                out,
+                int8_attention_reference(qkv, heads),
+                compile_s,
+                run_s,
+                ROW_KERNEL_TOLERANCE,
+            )
+            self._record(
+                component + " vs float32",
+                label,
+                "self_attention_int8",
+                out,
+                attention_reference(qkv, heads),
+                0.0,
+                run_s,
+                INT8_ATTENTION_TOLERANCE,
+            )
+            compile_s = 0.0
+
     def _source_tensors(self) -> dict[str, np.ndarray]:
         """The int8 check layers' weights ``(out, in)`` and biases, float32, from the registry."""
         registry, out = self.model.registry, {}
@@ -570,6 +658,7 @@ class KernelChecks:
         self.check_row_kernels()
         self.check_attention_kernels()
         self.check_int8_kernels()
+        self.check_int8_attention(real_mel, "real")
         return self.results
 
 

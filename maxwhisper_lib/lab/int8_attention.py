@@ -3,8 +3,10 @@
 :func:`int8_attention` is the arithmetic the Mojo kernel is to do, in PyTorch with exact integer
 sums: ``Q K^T`` from int8 queries and keys (each token's row quantized with its own scale, keys
 first smoothed by subtracting their mean over tokens, which softmax does not see: SageAttention,
-Zhang et al. 2024), softmax in float32, and ``P V`` either in float32 or from unsigned 8-bit
-probabilities (each row scaled to its maximum) and int8 values (a scale per channel).
+Zhang et al. 2024), softmax in float32, and ``P V`` either in float32 or from 7-bit
+probabilities (each row's unnormalised ``exp``, top 1, as 0 .. 127) and int8 values (a scale per
+channel): the kernel's arithmetic (``engine/kernels/attention_int8.mojo``), of which
+:func:`int8_attention_reference` is the NumPy model (exact integer sums).
 
 :func:`attention_errors` measures its error against float32 on real encoder activations (the
 dev clips through openai-whisper's tiny.en, every block); :func:`transcripts_with` transcribes
@@ -22,8 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from ..engine.quantization import quantize_activations
+
 QMAX = 127
-UMAX = 255
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,46 @@ def int8_attention(q, k, v, variant: Int8Attention = Int8Attention()):
     kq, k_scale = quantize_rows(k)
     dots = (qq.double() @ kq.double().transpose(-1, -2)).float()
     scores = dots * (q_scale * k_scale.transpose(-1, -2) * scale)
-    p = torch.softmax(scores, dim=-1)
+    e = torch.exp(scores - scores.amax(dim=-1, keepdim=True))  # the top one is 1
+    total = e.sum(dim=-1, keepdim=True)
     if variant.pv == "float32":
-        return p @ v
-    pq, p_scale = quantize_rows(p, UMAX)  # probabilities are >= 0: 0 .. 255
+        return (e / total) @ v
+    pq = torch.floor(e * QMAX + 0.5)  # as the kernel: 0 .. 127 (AVX2's pmaddubsw needs 7 bits)
     vq, v_scale = quantize_rows(v.transpose(-1, -2))  # a scale per channel
     return (pq.double() @ vq.double().transpose(-1, -2)).float() * (
-        p_scale * v_scale.transpose(-1, -2)
+        v_scale.transpose(-1, -2) / (QMAX * total)
     )
+
+
+def int8_attention_reference(qkv: np.ndarray, heads: int) -> np.ndarray:
+    """NumPy model of the ``self_attention_int8`` kernel: ``qkv (b, T, 3 * width)`` float32 ->
+    ``(b, T, width)``. Keys smoothed (their mean over tokens taken off) and quantized per token,
+    queries per token, scores from the exact integer sums; softmax in float32; the unnormalised
+    probabilities (top 1) as 0 .. 127 and the values per channel, ``P V`` from exact sums."""
+    qkv = np.asarray(qkv, dtype=np.float32)
+    batch, time, fused = qkv.shape
+    width = fused // 3
+    head_width = width // heads
+    out = np.zeros((batch, time, width), np.float32)
+    scale = np.float32(1) / np.sqrt(np.float32(head_width))
+    for i in range(batch):
+        for h in range(heads):
+            cols = slice(h * head_width, (h + 1) * head_width)
+            q = qkv[i, :, :width][:, cols]
+            k = qkv[i, :, width : 2 * width][:, cols]
+            v = qkv[i, :, 2 * width :][:, cols]
+            k = k - np.cumsum(k, axis=0, dtype=np.float32)[-1] / np.float32(time)  # summed in order, as the kernel
+            q_q, q_s = quantize_activations(q)
+            k_q, k_s = quantize_activations(k)
+            dots = (q_q.astype(np.int64) @ k_q.astype(np.int64).T).astype(np.float32)
+            scores = dots * k_s[None, :] * (q_s * scale)[:, None]
+            e = np.exp(scores - scores.max(axis=1, keepdims=True)).astype(np.float32)
+            total = e.sum(axis=1, dtype=np.float32)
+            p_q = np.clip(np.floor(e * np.float32(QMAX) + np.float32(0.5)), 0, QMAX)
+            v_q, v_s = quantize_activations(v.T)  # per channel
+            sums = (p_q.astype(np.int64) @ v_q.astype(np.int64).T).astype(np.float32)
+            out[i, :, cols] = sums * v_s[None, :] / (np.float32(QMAX) * total)[:, None]
+    return out
 
 
 def _reference_attention(q, k, v):

@@ -136,6 +136,22 @@ def attention_rate(dims: ModelDimensions) -> Rate:
     return Rate("encoder self-attention, one block", 4.0 * t * t * dims.n_audio_state, seconds)
 
 
+def int8_attention_rate(dims: ModelDimensions) -> Rate | None:
+    """The int8 mode's self-attention kernel on one block's fused projection ``(1, 1500, 3d)``
+    (None where this build has no such kernel)."""
+    from ..engine import runtime
+    from ..engine.graphs import custom_ops
+
+    if not hasattr(custom_ops, "build_attention_int8_graph"):
+        return None
+    heads, t, width = dims.n_audio_head, dims.n_audio_ctx, dims.n_audio_state
+    graph = custom_ops.build_attention_int8_graph(heads, width // heads)
+    model = runtime.compile_graph(graph, "cpu")
+    qkv = np.random.default_rng(0).standard_normal((1, t, 3 * width), dtype=np.float32)
+    seconds = _best(lambda: model.execute(qkv))
+    return Rate("int8 self-attention kernel, one block", 4.0 * t * t * width, seconds)
+
+
 def window_seconds(model_name: str, quantization: str | None) -> float:
     """One window through the whole encoder at batch 1 (best of a few)."""
     from .. import load_model
@@ -157,6 +173,7 @@ def encoder_floor(model_name: str = "tiny.en") -> dict:
     ops = window_operations(dims)
     f32, i8 = float32_rate(), int8_rate()
     attention = attention_rate(dims)
+    attention8 = int8_attention_rate(dims)
     f32_s, i8_s = window_seconds(model_name, None), window_seconds(model_name, "int8")
     floor = {
         # as built: float32 everywhere / int8 linear layers with float32 stem and attention
@@ -167,16 +184,21 @@ def encoder_floor(model_name: str = "tiny.en") -> dict:
         "integer floor": ops.total / (i8.gops * 1e9),
     }
     attention_window = attention.seconds * dims.n_audio_layer
+    int8_window = None if attention8 is None else attention8.seconds * dims.n_audio_layer
+    rates = [r for r in (f32, i8, attention, attention8) if r is not None]
     return {
         "model": model_name,
         "machine": machine_info(),
         "int8_path": int8_kernel_path(),
         "vnni": bool({"avx512_vnni", "avx_vnni"} & cpu_flags()),
         "operations": {**asdict(ops), "total": ops.total},
-        "rates_gops": {r.what: round(r.gops, 1) for r in (f32, i8, attention)},
+        "rates_gops": {r.what: round(r.gops, 1) for r in rates},
         "window_ms": {"float32": round(f32_s * 1e3, 1), "int8": round(i8_s * 1e3, 1)},
-        "attention_ms_per_window": round(attention_window * 1e3, 1),
-        "attention_share_of_int8_window": round(attention_window / i8_s, 3),
+        "float32_attention_ms_per_window": round(attention_window * 1e3, 1),
+        "int8_attention_ms_per_window": None
+        if int8_window is None
+        else round(int8_window * 1e3, 1),
+        "int8_window_attention_share": round((int8_window or attention_window) / i8_s, 3),
         "floor_ms": {k: round(v * 1e3, 1) for k, v in floor.items()},
         "window_over_floor": {
             "float32 / its floor": round(f32_s / floor["float32 mode"], 2),

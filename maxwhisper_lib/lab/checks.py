@@ -66,12 +66,12 @@ per-row int8 activations cost (1e-2 to 6e-2 measured, the logits projection the 
 kernel (wrong packing, a shift not undone) is off by order 1. Its exact bound is the NumPy model
 of the quantized arithmetic (``ROW_KERNEL_TOLERANCE``)."""
 
-INT8_ATTENTION_TOLERANCE = 1e-1
+INT8_ATTENTION_TOLERANCE = 1.5e-1
 """The int8 mode's encoder self-attention against float32 attention on the same real
 activations: int8 queries and smoothed keys per token, 7-bit probabilities and per-channel int8
-values cost a few percent (``lab/int8_attention.py`` measures it on every dev clip; the
-transcripts stay float32's); a broken kernel is off by order 1. Its exact bound is the NumPy
-model (``ROW_KERNEL_TOLERANCE``)."""
+values cost 2.7% on average and 9% at worst (the last block of tiny.en, over the 8 dev clips:
+``lab/int8_attention.py``; 6 of 7 transcripts stay float32's, WER 5.8% against 6.5%); a broken
+kernel is off by order 1. Its exact bound is the NumPy model (``ROW_KERNEL_TOLERANCE``)."""
 
 INT8_CHECK_LAYERS = (
     ("encoder.blocks.0.attn.qkv", 1500),

@@ -13,16 +13,14 @@ their own at the encoder's shapes, and the whole window is timed in each mode (f
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..dims import ModelDimensions
+from .probe_cli import probe_main
 
 
 def _best(call: Callable[[], object], repeats: int = 5, budget_s: float = 20.0) -> float:
@@ -209,17 +207,7 @@ def encoder_floor(model_name: str = "tiny.en") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maxwhisper_lib.lab.encoder_floor")
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(argv)
-    result = encoder_floor(args.model)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text)
-    return 0
+    return probe_main("python -m maxwhisper_lib.lab.encoder_floor", encoder_floor, argv)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ the dev clips with the encoder's attention replaced by it, for the WER beside fl
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..engine.quantization import quantize_activations
+from .probe_cli import probe_main
 
 QMAX = 127
 
@@ -104,7 +102,9 @@ def int8_attention_reference(qkv: np.ndarray, heads: int) -> np.ndarray:
             q = qkv[i, :, :width][:, cols]
             k = qkv[i, :, width : 2 * width][:, cols]
             v = qkv[i, :, 2 * width :][:, cols]
-            k = k - np.cumsum(k, axis=0, dtype=np.float32)[-1] / np.float32(time)  # summed in order, as the kernel
+            k = k - np.cumsum(k, axis=0, dtype=np.float32)[-1] / np.float32(
+                time
+            )  # summed in order, as the kernel
             q_q, q_s = quantize_activations(q)
             k_q, k_s = quantize_activations(k)
             dots = (q_q.astype(np.int64) @ k_q.astype(np.int64).T).astype(np.float32)
@@ -249,17 +249,7 @@ def study(name: str = "tiny.en") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maxwhisper_lib.lab.int8_attention")
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(argv)
-    result = study(args.model)
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
-    print(text)
-    return 0
+    return probe_main("python -m maxwhisper_lib.lab.int8_attention", study, argv)
 
 
 if __name__ == "__main__":

@@ -58,11 +58,28 @@ def test_only_float32_on_a_gpu_gets_the_tf32_tolerance(results):
 def test_int8_checks_bound_the_kernel_exactly_and_show_its_error(results):
     from maxwhisper_lib.lab.checks import INT8_CHECK_LAYERS, INT8_TOLERANCE, ROW_KERNEL_TOLERANCE
 
-    model = [r for r in results if r.component.endswith("vs NumPy int8 model")]
-    versus = [r for r in results if r.component.endswith("vs float32")]
+    linear = [r for r in results if r.component.startswith("int8 kernel ")]
+    model = [r for r in linear if r.component.endswith("vs NumPy int8 model")]
+    versus = [r for r in linear if r.component.endswith("vs float32")]
     assert len(model) == len(versus) == len(INT8_CHECK_LAYERS)
     assert all(r.tolerance == ROW_KERNEL_TOLERANCE and r.passed for r in model)
     assert all(r.tolerance == INT8_TOLERANCE and 1e-3 < r.relative_error < 1e-1 for r in versus)
+
+
+def test_int8_attention_checks_every_encoder_block_on_real_activations(results):
+    from maxwhisper_lib.lab.checks import (
+        INT8_ATTENTION_MODEL_TOLERANCE,
+        INT8_ATTENTION_TOLERANCE,
+    )
+
+    rows = [r for r in results if r.component.startswith("int8 attention kernel")]
+    model = [r for r in rows if r.component.endswith("vs NumPy int8 model")]
+    versus = [r for r in rows if r.component.endswith("vs float32")]
+    assert len(model) == len(versus) == 4  # tiny.en's encoder blocks
+    assert all(r.inputs == "real" and r.graph == "self_attention_int8" for r in rows)
+    assert all(r.tolerance == INT8_ATTENTION_MODEL_TOLERANCE and r.passed for r in model)
+    assert all(r.tolerance == INT8_ATTENTION_TOLERANCE and r.relative_error > 1e-3 for r in versus)
+    assert all(r.passed for r in versus)
 
 
 def test_row_kernels_join_the_checks_with_their_tighter_bound(results):

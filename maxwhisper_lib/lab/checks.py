@@ -71,7 +71,13 @@ INT8_ATTENTION_TOLERANCE = 1.5e-1
 activations: int8 queries and smoothed keys per token, 7-bit probabilities and per-channel int8
 values cost 2.7% on average and 9% at worst (the last block of tiny.en, over the 8 dev clips:
 ``lab/int8_attention.py``; 6 of 7 transcripts stay float32's, WER 5.8% against 6.5%); a broken
-kernel is off by order 1. Its exact bound is the NumPy model (``ROW_KERNEL_TOLERANCE``)."""
+kernel is off by order 1. Its tight bound is the NumPy model (``INT8_ATTENTION_MODEL_TOLERANCE``)."""
+
+INT8_ATTENTION_MODEL_TOLERANCE = 1e-4
+"""The int8 attention kernel against its NumPy model: the integer sums agree exactly, but Mojo's
+``exp`` and NumPy's differ in the last bit and now and then move a 7-bit probability across a
+rounding step (measured 1.5e-6 to 4.3e-6 on tiny.en's real activations, 1.4e-5 on random ones);
+a wrong packing or scale is off by 1e-2 or more."""
 
 INT8_CHECK_LAYERS = (
     ("encoder.blocks.0.attn.qkv", 1500),
@@ -548,7 +554,7 @@ class KernelChecks:
                 int8_attention_reference(qkv, heads),
                 compile_s,
                 run_s,
-                ROW_KERNEL_TOLERANCE,
+                INT8_ATTENTION_MODEL_TOLERANCE,
             )
             self._record(
                 component + " vs float32",

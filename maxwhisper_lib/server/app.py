@@ -125,7 +125,7 @@ class Service:
             **(self.description or {}),
             "waiting": getattr(scheduler, "waiting", None),
             "in_flight": getattr(scheduler, "in_flight", None),
-            **({k: v for k, v in vars(stats).items()} if stats is not None else {}),
+            **(vars(stats) if stats is not None else {}),
         }
 
 

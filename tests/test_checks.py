@@ -98,7 +98,9 @@ def test_attention_kernels_join_the_checks_at_the_models_shapes(results):
     rows = [r for r in results if r.component.startswith("attention kernel")]
     assert (
         sorted(r.graph for r in rows)
-        == ["cross_attention_rows"] * 2 + ["self_attention_cached"] * 2
+        == ["cross_attention_rows"] * 2
+        + ["cross_attention_rows_f16"] * 2
+        + ["self_attention_cached"] * 2
     )
     assert {r.inputs for r in rows if r.graph == "self_attention_cached"} == {
         "1 seq, 3 cached + 1",

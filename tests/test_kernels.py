@@ -3,6 +3,8 @@ tails that are not a multiple of the SIMD width or of the 4-row tile, NaN propag
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from max.driver import Buffer
@@ -129,16 +131,26 @@ def test_mismatched_shapes_are_refused(rows_models):
 # ------------------------------------------------------------------ cross-attention
 
 
-@pytest.fixture(scope="module")
-def cross_model():
-    return runtime.compile_graph(build_cross_attention_graph(6, 64), "cpu")
+@pytest.fixture(scope="module", params=["float32", "float16"])
+def cross_model(request):
+    """The kernel over float32 keys/values, and over float16 ones (the int8 mode's)."""
+    stored = DType.float16 if request.param == "float16" else DType.float32
+    model = runtime.compile_graph(build_cross_attention_graph(6, 64, stored), "cpu")
+    return SimpleNamespace(model=model, stored=np.dtype(request.param))
 
 
 def run_cross(model, q, k, v, rows):
-    arrays = [q, k, v, rows]
-    return model.execute(*(runtime.to_device(np.ascontiguousarray(a), "cpu") for a in arrays))[
-        0
-    ].to_numpy()
+    """``k``/``v`` are stored in the kernel's precision; the NumPy references take the stored
+    values (:func:`stored`)."""
+    arrays = [q, k.astype(model.stored), v.astype(model.stored), rows]
+    return model.model.execute(
+        *(runtime.to_device(np.ascontiguousarray(a), "cpu") for a in arrays)
+    )[0].to_numpy()
+
+
+def stored(model, *arrays):
+    """The arrays as the kernel reads them (rounded to float16 for the float16 kernel)."""
+    return [a.astype(model.stored).astype(np.float32) for a in arrays]
 
 
 @pytest.mark.parametrize(
@@ -151,7 +163,7 @@ def test_cross_attention_matches_numpy(cross_model, batch, n_new, windows, ctx):
     v = rng.standard_normal((windows, 6, ctx, 64), dtype=np.float32)
     rows = (np.arange(batch) % windows).astype(np.int64)
     out = run_cross(cross_model, q, k, v, rows)
-    _, relative = compare(out, cross_attention_reference(q, k, v, rows))
+    _, relative = compare(out, cross_attention_reference(q, *stored(cross_model, k, v), rows))
     assert relative < ROW_KERNEL_TOLERANCE
 
 
@@ -175,7 +187,7 @@ def test_cross_attention_windows_in_any_order_some_unused(cross_model):
     v = rng.standard_normal((3, 6, 41, 64), dtype=np.float32)
     rows = np.array([2, 0, 2, 2], np.int64)
     out = run_cross(cross_model, q, k, v, rows)
-    _, relative = compare(out, cross_attention_reference(q, k, v, rows))
+    _, relative = compare(out, cross_attention_reference(q, *stored(cross_model, k, v), rows))
     assert relative < ROW_KERNEL_TOLERANCE
 
 

@@ -124,3 +124,14 @@ def test_decoder_steps_time_engines_in_turns_after_an_untimed_step():
     assert steps == ["a"] * 5 + ["b"] * 5 + ["a"] * 5 + ["b"] * 5
     # the median timed step sees the prompt and half of the ten steps before it
     assert roofline.median_cached_positions(len(prompt), 6, 4) == len(prompt) + 5
+
+
+def test_int8_mode_steps_read_float16_cross_keys_values(toy16):
+    """The int8 mode stores each window's cross keys/values in float16: half the bytes."""
+    dims = TOY_DIMS
+    model = MaxWhisper(toy16, device="cpu", dtype="int8")
+    kv = dims.n_text_layer * 2 * dims.n_audio_ctx * 16 * 2
+    assert roofline.decoder_step_bytes(model, batch=3)["cross_attention_kv"] == 3 * kv
+    cross = next(r for r in roofline.graph_bytes(model, batch=2) if r["graph"] == "cross_kv")
+    features = 2 * dims.n_audio_ctx * dims.n_audio_state * 4
+    assert cross["activation_mb"] * 1e6 == pytest.approx(features + 2 * kv)

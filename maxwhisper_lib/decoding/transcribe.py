@@ -923,19 +923,32 @@ class _BatchRunner:
         return started
 
     def decode(self, windows: list[Window]) -> None:
-        """Encode the windows in one batch, decode them (per language), hand back the results."""
-        decode_windows(self.backend, windows, self.rng)
+        """Encode the windows in one batch, decode them (per language), hand back the results
+        (a batched file's spans with their prompts cut to one length)."""
+        decode_windows(self.backend, windows, self.rng, align_prompts=self.chunked)
+
+
+def aligned_prompts(prompts: Sequence[list[int]]) -> list[list[int]]:
+    """The non-empty ``prompts`` cut to the shortest one's length, each keeping its latest
+    tokens (as openai-whisper keeps the last 223), so that windows with a previous text share
+    one decoder session instead of one each (the decoder batches equal prompt lengths)."""
+    shortest = min((len(p) for p in prompts if p), default=0)
+    return [list(p[len(p) - shortest :]) if p else list(p) for p in prompts]
 
 
 def decode_windows(
     backend: WhisperBackend,
     windows: Sequence[Window],
     rng: np.random.Generator | Callable[[Window], np.random.Generator],
+    align_prompts: bool = False,
 ) -> None:
     """Encode ``windows`` (of any files) in one batch, decode those of the same language and
     options in one decoder session (temperature fallbacks too) and hand each result to its
     file (:meth:`FileTranscription.accept`). ``rng``: the sampler, or a window's sampler
-    (then each file's draws above temperature 0 are its own, whatever its batch-mates)."""
+    (then each file's draws above temperature 0 are its own, whatever its batch-mates).
+    ``align_prompts``: each group's previous-text prompts cut to one length
+    (:func:`aligned_prompts`; the spans of a batched file), else each file's own prompt (its
+    transcript exactly as alone, in as many decoder sessions as prompt lengths)."""
     audio = backend.embed_audio(np.stack([w.mel for w in windows]))
     groups: list[tuple[str, TranscribeOptions, list[int]]] = []
     for row, window in enumerate(windows):
@@ -948,6 +961,8 @@ def decode_windows(
             groups.append((file.language, file.options, [row]))
     for language, options, rows in groups:
         prompts = [windows[row].prompt for row in rows]
+        if align_prompts:
+            prompts = aligned_prompts(prompts)
         samplers = [rng(windows[row]) for row in rows] if callable(rng) else rng
         results = decode_with_fallback(backend, audio, rows, prompts, options, language, samplers)
         for row, result in zip(rows, results, strict=True):
@@ -1017,6 +1032,7 @@ __all__ = [
     "FileTranscription",
     "TranscribeOptions",
     "Window",
+    "aligned_prompts",
     "decode_windows",
     "decode_with_fallback",
     "make_options",

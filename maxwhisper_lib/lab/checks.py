@@ -594,6 +594,7 @@ class KernelChecks:
         graphs = {
             "self": build_self_attention_graph(heads, head_width, dims.n_text_ctx),
             "cross": build_cross_attention_graph(heads, head_width),
+            "cross_f16": build_cross_attention_graph(heads, head_width, DType.float16),
         }
         for n_rows in rows:
             compile_s = {}
@@ -637,6 +638,23 @@ class KernelChecks:
                 out,
                 cross_attention_reference(q, k, v, shared),
                 compile_s.get("cross", 0.0),
+                run_s,
+                ROW_KERNEL_TOLERANCE,
+            )
+            k16, v16 = (a.astype(np.float16) for a in (k, v))  # as the int8 mode stores them
+            out, run_s = self._timed(
+                lambda i=(q, k16, v16, shared): self._execute_copy(self._graphs["cross_f16"], *i)
+            )
+            self._record(
+                f"attention kernel, cross-attention over float16 keys/values ({heads} heads x "
+                f"{dims.n_audio_ctx}; the int8 mode)",
+                f"{n_rows} seq, 1 window",
+                "cross_attention_rows_f16",
+                out,
+                cross_attention_reference(
+                    q, k16.astype(np.float32), v16.astype(np.float32), shared
+                ),
+                compile_s.get("cross_f16", 0.0),
                 run_s,
                 ROW_KERNEL_TOLERANCE,
             )

@@ -183,6 +183,13 @@ def _nbytes(registry: dict, keep: Callable[[str], bool]) -> int:
     return sum(int(np.asarray(v).nbytes) for k, v in registry.items() if keep(k))
 
 
+def _cross_item(model) -> int:
+    """Bytes per stored cross key/value element (float16 in the int8 mode)."""
+    from ..engine.graphs.decoder import cross_dtype
+
+    return cross_dtype(model.dtype, getattr(model, "int8", False)).size_in_bytes
+
+
 def _decoder_step_weight(name: str) -> bool:
     return name.startswith("decoder.") and ".cross_attn.kv." not in name
 
@@ -193,7 +200,7 @@ def decoder_step_bytes(
     """What one decoder step of ``model`` (a :class:`~maxwhisper_lib.engine.model.MaxWhisper`) must
     read for ``batch`` sequences over ``windows`` audio windows (default: one each): its weights
     once (in the precision they are stored in on the device), the cross-attention keys/values
-    once per window when sequences share them (the row kernels) else once per sequence, the
+    (float16 in the int8 mode) once per window when sequences share them (the row kernels) else once per sequence, the
     ``cached`` filled positions of each sequence's self-attention cache (default: its full
     capacity) plus the new ones it writes, and the logits it writes back. Embedding
     lookups read one row per token (counted with the weights only when the table doubles as the
@@ -207,7 +214,7 @@ def decoder_step_bytes(
     weights = _nbytes(model.registry, lambda k: _decoder_step_weight(k) and k not in tables)
     shared = getattr(model, "row_kernels", False)
     readers = (batch if windows is None else windows) if shared else batch
-    cross = readers * dims.n_text_layer * 2 * dims.n_audio_ctx * width * item
+    cross = readers * dims.n_text_layer * 2 * dims.n_audio_ctx * width * _cross_item(model)
     positions = dims.n_text_ctx if cached is None else min(cached + n_new, dims.n_text_ctx)
     cache = batch * dims.n_text_layer * 2 * positions * width * item
     logits = batch * n_new * dims.n_vocab * FLOAT32
@@ -227,7 +234,8 @@ def graph_bytes(model, batch: int = 1) -> list[dict]:
     item = model.dtype.size_in_bytes  # activations, caches and keys/values
     features = batch * dims.n_audio_ctx * dims.n_audio_state * item
     mel = batch * dims.n_mels * 2 * dims.n_audio_ctx * item
-    cross = batch * dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state * item
+    cross = batch * dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state
+    cross *= _cross_item(model)
     step = decoder_step_bytes(model, batch)
     rows = [
         ("encoder", _nbytes(model.registry, lambda k: k.startswith("encoder.")), mel + features),

@@ -134,10 +134,13 @@ def cross_attention_rows(
 ) -> TensorValue:
     """softmax(q k^T / sqrt(head_width)) v per head: ``q (b, n, width)`` against each sequence's
     window ``rows[b]`` of ``keys``/``values`` ``(windows, heads, ctx, head_width)`` ->
-    ``(b, n, width)`` (float32 throughout; beams of one window read the same keys/values)."""
+    ``(b, n, width)`` (float32 sums; keys/values float32, or float16 as the int8 mode stores
+    them; beams of one window read the same keys/values)."""
     head_width = int(keys.shape[-1])
+    if keys.dtype not in (DType.float32, DType.float16) or values.dtype != keys.dtype:
+        raise ValueError(f"cross keys/values must be float32 or float16, got {keys.dtype}")
     (y,) = ops.custom(
-        "cross_attention_rows",
+        "cross_attention_rows" + ("_f16" if keys.dtype == DType.float16 else ""),
         device=q.device,
         values=[q, keys, values, rows],
         out_types=[TensorType(DType.float32, list(q.shape), device=q.device)],
@@ -217,18 +220,21 @@ def build_int8_graph(
     return graph
 
 
-def build_cross_attention_graph(heads: int, head_width: int) -> Graph:
+def build_cross_attention_graph(
+    heads: int, head_width: int, stored_dtype: DType = DType.float32
+) -> Graph:
     """``cross_attention_rows`` alone: q ``(b, n, width)``, keys/values ``(windows, heads, ctx,
-    head_width)`` and rows ``(b,)`` -> ``(b, n, width)``; for the kernel checks."""
+    head_width)`` in ``stored_dtype`` and rows ``(b,)`` -> ``(b, n, width)``; for the kernel
+    checks."""
     device = DeviceRef.CPU()
-    stored = TensorType(DType.float32, ["windows", heads, "ctx", head_width], device=device)
+    stored = TensorType(stored_dtype, ["windows", heads, "ctx", head_width], device=device)
     inputs = [
         TensorType(DType.float32, ["b", "n", heads * head_width], device=device),
         stored,
         stored,
         TensorType(DType.int64, ["b"], device=device),
     ]
-    name = f"mw_cross_attention_rows_{heads}x{head_width}"
+    name = f"mw_cross_attention_rows_{heads}x{head_width}_{stored_dtype.name}"
     with Graph(name, input_types=inputs, custom_extensions=KERNEL_EXTENSIONS) as graph:
         graph.output(cross_attention_rows(*(v.tensor for v in graph.inputs)))
     return graph

@@ -72,17 +72,30 @@ def cache_types(
     return types
 
 
+def cross_dtype(dtype: DType, int8: bool = False) -> DType:
+    """How the cross keys/values are stored: float16 in the int8 mode (the CPU row kernel widens
+    them as it reads them: half the bytes each decoder step reads per sequence, the step's
+    largest read at batch 8), else ``dtype``."""
+    return DType.float16 if int8 else dtype
+
+
 def cross_types(
-    dims: ModelDimensions, dtype: DType, device: DeviceRef, per_window: bool = False
+    dims: ModelDimensions,
+    dtype: DType,
+    device: DeviceRef,
+    per_window: bool = False,
+    int8: bool = False,
 ) -> list[TensorType]:
     """Per block: cross keys and values, each ``(batch, heads, n_audio_ctx, head_width)``, or
-    ``(windows, …)`` with ``per_window`` (the CPU step reads them through each sequence's row).
+    ``(windows, …)`` with ``per_window`` (the CPU step reads them through each sequence's row),
+    in :func:`cross_dtype`.
 
     One tensor per block and kind, not a stacked ``(layers, …)`` pair: slicing a layer out of a
     stacked input costs the decoder step a copy per layer on MAX's CPU backend.
     """
     shape = [WINDOWS if per_window else BATCH, dims.n_text_head, dims.n_audio_ctx, head_width(dims)]
-    return [TensorType(dtype, shape, device=device) for _ in range(2 * dims.n_text_layer)]
+    stored = cross_dtype(dtype, int8)
+    return [TensorType(stored, shape, device=device) for _ in range(2 * dims.n_text_layer)]
 
 
 def self_attention_mask(offset: int, n_new: int, capacity: int | None = None) -> np.ndarray:
@@ -147,7 +160,8 @@ def build_cross_kv_graph(
     module: Module | None = None,
 ) -> Graph:
     """features ``(n_audio, n_audio_ctx, width)``, rows ``(batch,)`` -> each block's cross keys
-    and values (:func:`cross_types`), interleaved; ``int8``: the projection as the int8 kernel."""
+    and values (:func:`cross_types`), interleaved; ``int8``: the projection as the int8 kernel,
+    stored in float16."""
     p = Params(dtype, device, int8=int8)
     features = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_audio_state], device=device)
     rows = TensorType(DType.int64, [BATCH], device=device)
@@ -158,9 +172,10 @@ def build_cross_kv_graph(
         module=module,
     ) as graph:
         xa = ops.gather(graph.inputs[0].tensor, graph.inputs[1].tensor, axis=0)
+        stored = cross_dtype(dtype, int8)
         graph.output(
             *(
-                tensor
+                tensor if tensor.dtype == stored else ops.cast(tensor, stored)
                 for i in range(dims.n_text_layer)
                 for tensor in cross_keys_values(
                     xa, p.scope(f"decoder.blocks.{i}"), dims.n_text_head
@@ -195,9 +210,14 @@ class DecoderStepInputs(Generic[T]):
 
     @staticmethod
     def types(
-        dims: ModelDimensions, dtype: DType, device: DeviceRef, per_window: bool
+        dims: ModelDimensions,
+        dtype: DType,
+        device: DeviceRef,
+        per_window: bool,
+        int8: bool = False,
     ) -> list[TensorType | BufferType]:
-        """The graph's input types (``per_window``: the CPU step with row kernels)."""
+        """The graph's input types (``per_window``: the CPU step with row kernels; ``int8``:
+        the int8 mode's float16 cross keys/values)."""
         return [
             TensorType(DType.int64, [BATCH, N_NEW], device=device),
             TensorType(DType.int64, [N_NEW], device=device),
@@ -205,7 +225,7 @@ class DecoderStepInputs(Generic[T]):
             TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
             TensorType(DType.int64, [N_LOGITS], device=device),
             *([TensorType(DType.int64, [BATCH], device=device)] if per_window else []),
-            *cross_types(dims, dtype, device, per_window),
+            *cross_types(dims, dtype, device, per_window, int8),
             *cache_types(dims, dtype, device, rows=per_window),
         ]
 
@@ -337,7 +357,7 @@ def build_decoder_step_graph(
     per_window = row_dtype is not None
     with Graph(
         "whisper_decoder_step" + ("_int8" if int8 else ""),
-        input_types=DecoderStepInputs.types(dims, dtype, device, per_window),
+        input_types=DecoderStepInputs.types(dims, dtype, device, per_window, int8),
         custom_extensions=extensions(row_dtype),
         module=module,
     ) as graph:

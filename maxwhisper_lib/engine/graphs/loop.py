@@ -135,7 +135,7 @@ def build_decode_start_graph(
         TensorType(DType.int64, [N_NEW], device=device),
         TensorType(DType.float32, [N_NEW, "n_visible"], device=device),
         TensorType(DType.int64, [2], device=device),
-        *cross_types(dims, dtype, device, per_window),
+        *cross_types(dims, dtype, device, per_window, int8),
         *cache_types(dims, dtype, device, rows=per_window),
     ]
     with Graph(
@@ -207,7 +207,7 @@ def build_decode_step_graph(
     inputs = [
         *state_types(dims, device),
         *_fixed_types(dims, device, per_window),
-        *cross_types(dims, dtype, device, per_window),
+        *cross_types(dims, dtype, device, per_window, int8),
         *cache_types(dims, dtype, device, rows=per_window),
     ]
     with Graph(

@@ -3,6 +3,8 @@
 # cross_attention_rows: the decoder's cross-attention
 #   q    (b, n, width) float32: the new positions' projected queries, heads side by side
 #   k, v (windows, heads, ctx, head_width) float32: each window's keys and values, computed once
+#        (cross_attention_rows_f16: stored in float16, half the bytes each step reads; widened
+#        to float32 as they are loaded, every sum in float32: the int8 mode)
 #   rows (b,) int64: the window each sequence attends to (beams of one window share it)
 #   y    (b, n, width) float32: softmax(q_h k_h^T / sqrt(head_width)) v_h per head, merged
 #
@@ -34,10 +36,10 @@ comptime WIDTH = simd_width_of[F32]()
 
 
 @always_inline
-def _attend[head_width: Int](
+def _attend[head_width: Int, kv: DType](
     qv: SIMD[F32, head_width],
-    keys: Pointer[Float32, ...],
-    values: Pointer[Float32, ...],
+    keys: Pointer[Scalar[kv], ...],
+    values: Pointer[Scalar[kv], ...],
     n_keys: Int,
     scores: Pointer[mut=True, Float32, ...],
 ) -> SIMD[F32, head_width]:
@@ -45,7 +47,7 @@ def _attend[head_width: Int](
     ``scores`` is scratch space for n_keys floats. ``qv`` comes scaled."""
     var top = Float32.MIN
     for j in range(n_keys):
-        var s = (qv * keys.unsafe_load[width=head_width](j * head_width)).reduce_add()
+        var s = (qv * keys.unsafe_load[width=head_width](j * head_width).cast[F32]()).reduce_add()
         scores.unsafe_store(j, s)
         top = max(top, s)
     var total = Float32(0)
@@ -60,10 +62,64 @@ def _attend[head_width: Int](
         total += e
     var acc = SIMD[F32, head_width](0)
     for j in range(n_keys):
-        acc = values.unsafe_load[width=head_width](j * head_width).fma(
+        acc = values.unsafe_load[width=head_width](j * head_width).cast[F32]().fma(
             SIMD[F32, head_width](scores.unsafe_load(j)), acc
         )
     return acc / total
+
+
+def _cross_attention_rows[head_width: Int, kv: DType](
+    y: OutputTensor[dtype=F32, rank=3, ...],
+    q: InputTensor[dtype=F32, rank=3, ...],
+    k: InputTensor[dtype=kv, rank=4, ...],
+    v: InputTensor[dtype=kv, rank=4, ...],
+    rows: InputTensor[dtype=DType.int64, rank=1, ...],
+    ctx: DeviceContext,
+) raises:
+    var batch = q.dim_size(0)
+    var n_new = q.dim_size(1)
+    var width = q.dim_size(2)
+    var windows = k.dim_size(0)
+    var heads = k.dim_size(1)
+    var n_ctx = k.dim_size(2)
+    if k.dim_size(3) != head_width or heads * head_width != width:
+        raise Error("cross_attention_rows: keys must be (windows, heads, ctx, head_width)")
+    if rows.dim_size(0) != batch:
+        raise Error("cross_attention_rows: one window row per sequence expected")
+    var qp = q.unsafe_ptr()
+    var kp = k.unsafe_ptr()
+    var vp = v.unsafe_ptr()
+    var rp = rows.unsafe_ptr()
+    var yp = y.unsafe_ptr()
+    for i in range(batch):
+        var row = Int(rp.unsafe_load(i))
+        if row < 0 or row >= windows:
+            raise Error("cross_attention_rows: window row out of range")
+    var scale = Float32(1.0) / sqrt(Float32(head_width))
+
+    # One task per (window, head): every sequence of that window in turn, so beams of one
+    # window read its keys/values from memory once and from cache after that.
+    def window_task(task: Int) {var qp, var kp, var vp, var rp, var yp, var batch, var n_new, var width, var heads, var n_ctx, var scale}:
+        var window = task // heads
+        var head = task % heads
+        var base = (window * heads + head) * n_ctx * head_width
+        var scores = alloc[Float32](n_ctx)
+        for i in range(batch):
+            if Int(rp.unsafe_load(i)) != window:
+                continue
+            for t in range(n_new):
+                var offset = (i * n_new + t) * width + head * head_width
+                var qv = qp.unsafe_load[width=head_width](offset) * scale
+                yp.unsafe_store(
+                    offset,
+                    _attend[head_width, kv](
+                        qv, kp.unsafe_offset(base), vp.unsafe_offset(base), n_ctx, scores
+                    ),
+                )
+        scores.free()
+
+    var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
+    sync_parallelize(window_task, windows * heads, cpu_ctx)
 
 
 @register("cross_attention_rows")
@@ -80,50 +136,24 @@ struct CrossAttentionRows:
         ctx: DeviceContext,
     ) raises:
         comptime assert target == "cpu", "cross_attention_rows is a CPU kernel"
-        var batch = q.dim_size(0)
-        var n_new = q.dim_size(1)
-        var width = q.dim_size(2)
-        var windows = k.dim_size(0)
-        var heads = k.dim_size(1)
-        var n_ctx = k.dim_size(2)
-        if k.dim_size(3) != head_width or heads * head_width != width:
-            raise Error("cross_attention_rows: keys must be (windows, heads, ctx, head_width)")
-        if rows.dim_size(0) != batch:
-            raise Error("cross_attention_rows: one window row per sequence expected")
-        var qp = q.unsafe_ptr()
-        var kp = k.unsafe_ptr()
-        var vp = v.unsafe_ptr()
-        var rp = rows.unsafe_ptr()
-        var yp = y.unsafe_ptr()
-        for i in range(batch):
-            var row = Int(rp.unsafe_load(i))
-            if row < 0 or row >= windows:
-                raise Error("cross_attention_rows: window row out of range")
-        var scale = Float32(1.0) / sqrt(Float32(head_width))
+        _cross_attention_rows[head_width, F32](y, q, k, v, rows, ctx)
 
-        # One task per (window, head): every sequence of that window in turn, so beams of one
-        # window read its keys/values from memory once and from cache after that.
-        def window_task(task: Int) {var qp, var kp, var vp, var rp, var yp, var batch, var n_new, var width, var heads, var n_ctx, var scale}:
-            var window = task // heads
-            var head = task % heads
-            var base = (window * heads + head) * n_ctx * head_width
-            var scores = alloc[Float32](n_ctx)
-            for i in range(batch):
-                if Int(rp.unsafe_load(i)) != window:
-                    continue
-                for t in range(n_new):
-                    var offset = (i * n_new + t) * width + head * head_width
-                    var qv = qp.unsafe_load[width=head_width](offset) * scale
-                    yp.unsafe_store(
-                        offset,
-                        _attend[head_width](
-                            qv, kp.unsafe_offset(base), vp.unsafe_offset(base), n_ctx, scores
-                        ),
-                    )
-            scores.free()
 
-        var cpu_ctx = Optional(rebind[DeviceContextBase[CompilationTarget()]](ctx))
-        sync_parallelize(window_task, windows * heads, cpu_ctx)
+@register("cross_attention_rows_f16")
+struct CrossAttentionRowsF16:
+    """``cross_attention_rows`` over keys/values stored in float16 (the int8 mode)."""
+
+    @staticmethod
+    def execute[target: StaticString, head_width: Int](
+        y: OutputTensor[dtype=F32, rank=3, ...],
+        q: InputTensor[dtype=F32, rank=3, ...],
+        k: InputTensor[dtype=DType.float16, rank=4, ...],
+        v: InputTensor[dtype=DType.float16, rank=4, ...],
+        rows: InputTensor[dtype=DType.int64, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "cross_attention_rows_f16 is a CPU kernel"
+        _cross_attention_rows[head_width, DType.float16](y, q, k, v, rows, ctx)
 
 
 @register("self_attention_cached")

@@ -215,9 +215,10 @@ def batch_runs(
 
 
 def _batch_engines(engines: Sequence[Engine], device: str) -> list[Engine]:
-    """MAX, and faster-whisper's batched pipeline as its peer (int8 on CPU, fp16 on GPU)."""
+    """MAX (float and int8 modes), and faster-whisper's batched pipeline as its peer (int8 on
+    CPU, fp16 on GPU)."""
     peer = "faster-whisper-fp16" if device == "gpu" else "faster-whisper-int8"
-    return [e for e in engines if e.name in ("max", peer)]
+    return [e for e in engines if e.name in ("max", "max-int8", peer)]
 
 
 def run_benchmark(

@@ -183,6 +183,45 @@ def test_size_row_measures_three_engines_that_agree():
     assert row["logits_rel_error"] < 1e-4
 
 
+@pytest.mark.slow
+def test_encoder_row_times_both_modes_and_both_ct2_types():
+    """The int8 size table's row (tiny.en): MAX float32 and int8 and CTranslate2 int8 and
+    float32 each timed, the speed-ups their ratios."""
+    from maxwhisper_lib.lab.benchmark.sizes import measure_encoders
+
+    row = measure_encoders("tiny.en", repeats=1)
+    times = {k: v for k, v in row.items() if k.endswith("_encoder_ms")}
+    assert sorted(times) == sorted(
+        f"{e}_encoder_ms" for e in ("max_float32", "max_int8", "ct2_int8", "ct2_float32")
+    )
+    assert all(v > 0 for v in times.values())
+    assert (
+        row["int8_speedup_vs_ct2_int8"]
+        == times["ct2_int8_encoder_ms"] / times["max_int8_encoder_ms"]
+    )
+    assert row["weights"] == "real" and row["layers"] == 4
+
+
+def test_encoder_floor_plot_shows_windows_floors_and_rates():
+    """Notebook 04's encoder-floor figure from the committed probe: both modes' windows and the
+    three floors on the left, every measured rate on the right."""
+    import json
+
+    from maxwhisper_lib.lab import plots
+    from maxwhisper_lib.paths import reports_dir
+
+    floor = json.loads(
+        (reports_dir() / "cpu-2core-tiny.en-int8-encoder" / "encoder_floor.json").read_text()
+    )
+    left, right = plots.plot_encoder_floor(floor).axes
+    assert len(left.patches) == 2 + len(floor["floor_ms"]) == 5
+    assert [p.get_width() for p in left.patches[:2]] == [
+        floor["window_ms"]["float32"],
+        floor["window_ms"]["int8"],
+    ]
+    assert len(right.patches) == len(floor["rates_gops"]) == 4
+
+
 def test_size_plot_draws_the_engines_measured():
     """The committed size report plots MAX, PyTorch and CTranslate2 against parameter count
     (per engine a line through the standard sizes and the variants' markers); a table without

@@ -175,6 +175,35 @@ def plot_roofline(steps: pd.DataFrame, probe_gb_per_s: float):
     return fig
 
 
+def plot_encoder_floor(floor: dict):
+    """One encoder window against the floor of its operations (an ``encoder_floor`` probe's
+    dict): left, each mode's measured window beside the floors (float32 mode, the int8 mode as
+    built, every product at the int8 rate); right, the rates measured on this CPU (GOP/s)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.2]})
+    window, floors = floor["window_ms"], floor["floor_ms"]
+    bars = {"float32 window": window["float32"], "int8 window": window["int8"]}
+    bars |= {f"floor: {name}": ms for name, ms in floors.items()}
+    colors = ["#1f77b4", "#d62728"] + ["#bbbbbb"] * len(floors)
+    left.barh(list(bars), list(bars.values()), color=colors)
+    for y, ms in enumerate(bars.values()):
+        left.text(ms, y, f" {ms:.1f}", va="center")
+    left.invert_yaxis()
+    left.set_xlabel("ms per 30-s window (batch 1)")
+    ratio = floor["window_over_floor"].get("int8 / the integer floor")
+    left.set_title(f"{floor['model']} encoder window (int8 / integer floor {ratio}x)")
+    left.margins(x=0.18)
+    rates = floor["rates_gops"]
+    right.barh(list(rates), list(rates.values()), color="#2ca02c")
+    for y, gops in enumerate(rates.values()):
+        right.text(gops, y, f" {gops:.0f}", va="center")
+    right.invert_yaxis()
+    right.set_xlabel("GOP/s measured on this CPU")
+    right.set_title(f"rates ({floor['int8_path']} int8 path)")
+    right.margins(x=0.15)
+    fig.tight_layout()
+    return fig
+
+
 # --- transcription (notebook 03) ----------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from max.graph import DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ...dims import ModelDimensions
 from .custom_ops import KERNEL_EXTENSIONS
-from .layers import Params, encoder_block, layer_norm
+from .layers import Params, encoder_block, layer_norm, linear
 
 BATCH = "batch"
 
@@ -29,10 +29,9 @@ def conv_taps(x: TensorValue, stride: int) -> TensorValue:
 
 def conv(x: TensorValue, p: Params, name: str, stride: int, width: int) -> TensorValue:
     """A 3-wide convolution ``(b, time, c)`` -> ``(b, time // stride, width)`` as one product
-    with the tap matrix ``(3c, width)`` (see weight_mapping), then exact GELU."""
-    taps = conv_taps(x, stride)
-    weight = p(f"{name}.weight", (int(taps.shape[-1]), width))
-    return ops.gelu(taps @ weight + p(f"{name}.bias", (width,)))
+    with the tap matrix ``(3c, width)`` (see weight_mapping; the int8 kernel in the int8 mode),
+    then exact GELU."""
+    return ops.gelu(linear(conv_taps(x, stride), p, name, width))
 
 
 def conv_stem(mel: TensorValue, p: Params, width: int) -> TensorValue:

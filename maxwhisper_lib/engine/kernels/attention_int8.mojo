@@ -24,7 +24,7 @@ from extensibility import InputTensor, OutputTensor, register
 from max.algorithm import sync_parallelize
 from max.gpu.host import DeviceContext
 from max.gpu.host.device_context import DeviceContextBase
-from std.math import exp, floor, sqrt
+from std.math import floor, sqrt
 from std.memory import alloc, bitcast
 from std.sys import llvm_intrinsic
 from std.sys.info import CompilationTarget
@@ -35,6 +35,30 @@ comptime LANES = 16
 comptime SHIFT = 128
 comptime QMAX = Float32(127)
 comptime ROWS = 4  # queries per tile
+comptime LOG2E = Float32(1.4426950408889634)
+# 2^f = sum (f ln 2)^k / k! for f in [-0.5, 0.5], to degree 5 (relative error below 3e-6)
+comptime C1 = Float32(0.6931471805599453)
+comptime C2 = Float32(0.2402265069591007)
+comptime C3 = Float32(0.05550410866482158)
+comptime C4 = Float32(0.009618129107628477)
+comptime C5 = Float32(0.0013333558146428443)
+
+
+@always_inline
+def _exp2(x: SIMD[F32, LANES]) -> SIMD[F32, LANES]:
+    """2^x for x <= 0 (a score less its row's top, in base 2): 2^round(x) from the exponent
+    bits times the degree-5 Taylor polynomial of the rest; 2^-126 at most below -126. Plain
+    multiplies and adds in this order, as the NumPy model computes it."""
+    var y = max(x, Float32(-126))
+    var n = floor(y + Float32(0.5))
+    var f = y - n
+    var p = SIMD[F32, LANES](C5)
+    p = p * f + C4
+    p = p * f + C3
+    p = p * f + C2
+    p = p * f + C1
+    p = p * f + Float32(1)
+    return p * bitcast[F32, LANES]((n.cast[I32]() + Int32(127)) << 23)
 
 
 @always_inline
@@ -56,26 +80,6 @@ def _dot4_plain(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES])
 
 
 @always_inline
-def _dot4_avx2(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
-    """The same with AVX2, ``a``'s bytes signed (|b| times a with b's sign: no saturation while
-    |a| <= 127), in two halves of 8 lanes."""
-    var out = acc
-    comptime for half in range(2):
-        var x = bitcast[DType.int8, 32](a.slice[8, offset=half * 8]())
-        var w = bitcast[DType.int8, 32](b.slice[8, offset=half * 8]())
-        var w_abs = bitcast[DType.uint8, 32](abs(w))
-        var signed_x = llvm_intrinsic["llvm.x86.avx2.psign.b", SIMD[DType.int8, 32], has_side_effect=False](x, w)
-        var pairs = llvm_intrinsic["llvm.x86.avx2.pmadd.ub.sw", SIMD[DType.int16, 16], has_side_effect=False](
-            w_abs, signed_x
-        )
-        var sums = llvm_intrinsic["llvm.x86.avx2.pmadd.wd", SIMD[I32, 8], has_side_effect=False](
-            pairs, SIMD[DType.int16, 16](1)
-        )
-        out = out.insert[offset=half * 8](out.slice[8, offset=half * 8]() + sums)
-    return out
-
-
-@always_inline
 def _dot4_avx2_abs(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES], b_abs: SIMD[DType.uint8, 4 * LANES]) -> SIMD[I32, LANES]:
     """:func:`_dot4_avx2` with ``|b|`` given (computed once for many ``a``)."""
     var out = acc
@@ -94,34 +98,25 @@ def _dot4_avx2_abs(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANE
 
 
 @always_inline
-def _dot4_rows[path: Int, rows: Int](acc: SIMD[I32, rows * LANES], a: SIMD[I32, rows], b: SIMD[I32, LANES]) -> SIMD[I32, rows * LANES]:
-    """``rows`` running sums at once: row r adds the dot products of ``a[r]``'s 4 bytes
-    (broadcast) with each lane of ``b``."""
-    var out = acc
-    comptime if path == 1:
-        var b_abs = bitcast[DType.uint8, 4 * LANES](abs(bitcast[DType.int8, 4 * LANES](b)))
-        comptime for r in range(rows):
-            out = out.insert[offset=r * LANES](
-                _dot4_avx2_abs(out.slice[LANES, offset=r * LANES](), SIMD[I32, LANES](a[r]), b, b_abs)
-            )
-    else:
-        comptime for r in range(rows):
-            out = out.insert[offset=r * LANES](
-                _dot4[path](out.slice[LANES, offset=r * LANES](), SIMD[I32, LANES](a[r]), b)
-            )
-    return out
-
-
-@always_inline
-def _dot4[path: Int](acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
-    """path 0: plain SIMD, 1: AVX2, 2: AVX-512 VNNI."""
+def _dot4[path: Int](acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES], b_abs: SIMD[DType.uint8, 4 * LANES]) -> SIMD[I32, LANES]:
+    """path 0: plain SIMD, 1: AVX2 (``b_abs`` = ``|b|``, computed once for many ``a``),
+    2: AVX-512 VNNI."""
     comptime if path == 2:
         return _dot4_vnni(acc, a, b)
     else:
         comptime if path == 1:
-            return _dot4_avx2(acc, a, b)
+            return _dot4_avx2_abs(acc, a, b, b_abs)
         else:
             return _dot4_plain(acc, a, b)
+
+
+@always_inline
+def _abs_bytes[path: Int, width: Int](w: SIMD[I32, width]) -> SIMD[DType.uint8, 4 * width]:
+    """``|w|`` per byte where the AVX2 path needs it (zeros elsewhere: unused)."""
+    comptime if path == 1:
+        return bitcast[DType.uint8, 4 * width](abs(bitcast[DType.int8, 4 * width](w)))
+    else:
+        return SIMD[DType.uint8, 4 * width](0)
 
 
 @always_inline
@@ -138,6 +133,11 @@ def _self_attention_int8[head_width: Int, path: Int](
     comptime shift = SHIFT if path != 1 else 0  # AVX2 keeps the queries signed
     comptime groups = head_width // 4  # 4-channel groups of a key or query
     comptime channel_blocks = head_width // LANES
+    # A tile: ROWS queries against KB blocks of 16 keys, then against CB blocks of 16 value
+    # channels; each query's (or probability's) word is broadcast from memory once for KB (CB)
+    # products. AVX2 has 16 registers of 256 bits: one block at a time there.
+    comptime KB = 1 if path == 1 else 4
+    comptime CB = 1 if path == 1 else channel_blocks
     var batch = qkv.dim_size(0)
     var n = qkv.dim_size(1)
     var width = y.dim_size(2)
@@ -150,7 +150,7 @@ def _self_attention_int8[head_width: Int, path: Int](
         return
     var xp = qkv.unsafe_ptr()
     var yp = y.unsafe_ptr()
-    var key_blocks = (n + LANES - 1) // LANES
+    var key_blocks = (n + KB * LANES - 1) // (KB * LANES) * KB
     var n_keys = key_blocks * LANES  # padded with zero keys (masked out of the softmax)
     var token_groups = n_keys // 4  # 4-token groups of the values
     var scale = Float32(1.0) / sqrt(Float32(head_width))
@@ -218,58 +218,82 @@ def _self_attention_int8[head_width: Int, path: Int](
         var scores = alloc[Float32](ROWS * n_keys)
         var pw = alloc[Int32](ROWS * token_groups)  # probabilities as bytes, 4 per word
         var pb = pw.unsafe_bitcast[UInt8]()
+        var qw = alloc[Int32](ROWS * groups)  # the tile's quantized queries, 4 bytes per word
 
-        def tile[rows: Int](t0: Int) {var xp, var yp, var n, var width, var head, var row0, var key_blocks, var n_keys, var token_groups, var scale, var kw, var k_scale, var k_sum, var vw, var v_scale, var scores, var pw, var pb, var i}:
-            var qwords = SIMD[I32, rows * groups](0)
+        def tile[rows: Int](t0: Int) {var xp, var yp, var n, var width, var head, var row0, var key_blocks, var n_keys, var token_groups, var scale, var kw, var k_scale, var k_sum, var vw, var v_scale, var scores, var pw, var pb, var qw, var i}:
             var q_scales = SIMD[F32, rows](0)
             comptime for r in range(rows):
                 var qv = xp.unsafe_load[width=head_width](row0 + (t0 + r) * 3 * width + head * head_width)
                 var q_top = abs(qv).reduce_max()
                 var q_inv = QMAX / q_top if q_top > 0 else Float32(0)
                 var shifted = (min(max(floor(qv * q_inv + Float32(0.5)), -QMAX), QMAX).cast[I32]() + Int32(shift)).cast[DType.uint8]()
-                qwords = qwords.insert[offset=r * groups](bitcast[I32, groups](shifted))
-                q_scales[r] = q_top / QMAX * scale
-            var best = SIMD[F32, rows](Float32.MIN)
-            for blk in range(key_blocks):
-                var acc = SIMD[I32, rows * LANES](0)
+                qw.unsafe_store(r * groups, bitcast[I32, groups](shifted))
+                q_scales[r] = q_top / QMAX * scale * LOG2E  # scores in base 2
+            var best_lanes = SIMD[F32, rows * LANES](Float32.MIN)  # each row's top per lane
+            for blk0 in range(0, key_blocks, KB):
+                # query r, key block j: (r * KB + j) * 16, from minus the queries' shift times
+                # the key sums (VNNI takes unsigned queries)
+                var acc = SIMD[I32, rows * KB * LANES](0)
+                comptime if shift != 0:
+                    comptime for j in range(KB):
+                        var taken = k_sum.unsafe_load[width=LANES]((blk0 + j) * LANES) * Int32(-shift)
+                        comptime for r in range(rows):
+                            acc = acc.insert[offset=(r * KB + j) * LANES](taken)
                 comptime for g in range(groups):
-                    var kv = kw.unsafe_load[width=LANES]((blk * groups + g) * LANES)
-                    var qg = SIMD[I32, rows](0)
+                    var kv = SIMD[I32, KB * LANES](0)
+                    comptime for j in range(KB):
+                        kv = kv.insert[offset=j * LANES](kw.unsafe_load[width=LANES](((blk0 + j) * groups + g) * LANES))
+                    var k_abs = _abs_bytes[path](kv)
                     comptime for r in range(rows):
-                        qg[r] = qwords[r * groups + g]
-                    acc = _dot4_rows[path, rows](acc, qg, kv)
-                var ks = k_scale.unsafe_load[width=LANES](blk * LANES)
-                var taken = k_sum.unsafe_load[width=LANES](blk * LANES) * Int32(shift)
-                var full = (blk + 1) * LANES <= n
-                comptime for r in range(rows):
-                    var s = (acc.slice[LANES, offset=r * LANES]() - taken).cast[F32]() * ks * q_scales[r]
-                    scores.unsafe_store(r * n_keys + blk * LANES, s)
-                    best[r] = max(best[r], s.reduce_max() if full else _partial_max(s, n - blk * LANES))
+                        var qb = SIMD[I32, LANES](qw.unsafe_load(r * groups + g))
+                        comptime for j in range(KB):
+                            comptime at = (r * KB + j) * LANES
+                            acc = acc.insert[offset=at](
+                                _dot4[path](acc.slice[LANES, offset=at](), qb, kv.slice[LANES, offset=j * LANES](), k_abs.slice[4 * LANES, offset=4 * j * LANES]())
+                            )
+                comptime for j in range(KB):
+                    var blk = blk0 + j
+                    var ks = k_scale.unsafe_load[width=LANES](blk * LANES)
+                    var valid = n - blk * LANES
+                    comptime for r in range(rows):
+                        var s = acc.slice[LANES, offset=(r * KB + j) * LANES]().cast[F32]() * ks * q_scales[r]
+                        scores.unsafe_store(r * n_keys + blk * LANES, s)
+                        if valid < LANES:  # padding keys: not in the top
+                            s = _fill_from(s, max(valid, 0), Float32.MIN)
+                        best_lanes = best_lanes.insert[offset=r * LANES](max(best_lanes.slice[LANES, offset=r * LANES](), s))
             var totals = SIMD[F32, rows](0)
             comptime for r in range(rows):
+                var best = best_lanes.slice[LANES, offset=r * LANES]().reduce_max()
                 var row = scores.unsafe_offset(r * n_keys)
                 var bytes = pb.unsafe_offset(r * n_keys)
                 var total = Float32(0)
                 for j in range(0, n_keys, LANES):
-                    var e = exp(row.unsafe_load[width=LANES](j) - best[r])
+                    var e = _exp2(row.unsafe_load[width=LANES](j) - best)
                     if j + LANES > n:
-                        e = _zero_from(e, n - j)
+                        e = _zero_from(e, max(n - j, 0))
                     total += e.reduce_add()
                     # unnormalised probabilities (the top one is 1) as 0 .. 127
                     bytes.unsafe_store(j, floor(e * QMAX + Float32(0.5)).cast[DType.uint8]())
                 totals[r] = total
-            comptime for cb in range(channel_blocks):
-                var acc = SIMD[I32, rows * LANES](0)
+            comptime for cb0 in range(0, channel_blocks, CB):
+                var acc = SIMD[I32, rows * CB * LANES](0)  # row r, channel block c: (r * CB + c) * 16
                 for tg in range(token_groups):
-                    var vv = vw.unsafe_load[width=LANES]((cb * token_groups + tg) * LANES)
-                    var pg = SIMD[I32, rows](0)
+                    var vv = SIMD[I32, CB * LANES](0)
+                    comptime for c in range(CB):
+                        vv = vv.insert[offset=c * LANES](vw.unsafe_load[width=LANES](((cb0 + c) * token_groups + tg) * LANES))
+                    var v_abs = _abs_bytes[path](vv)
                     comptime for r in range(rows):
-                        pg[r] = pw.unsafe_load(r * token_groups + tg)
-                    acc = _dot4_rows[path, rows](acc, pg, vv)
-                var v_s = v_scale.slice[LANES, offset=cb * LANES]()
-                comptime for r in range(rows):
-                    var dst = yp.unsafe_offset((i * n + t0 + r) * width + head * head_width)
-                    dst.unsafe_store(cb * LANES, acc.slice[LANES, offset=r * LANES]().cast[F32]() * v_s * (Float32(1.0) / (QMAX * totals[r])))
+                        var pg = SIMD[I32, LANES](pw.unsafe_load(r * token_groups + tg))
+                        comptime for c in range(CB):
+                            comptime at = (r * CB + c) * LANES
+                            acc = acc.insert[offset=at](
+                                _dot4[path](acc.slice[LANES, offset=at](), pg, vv.slice[LANES, offset=c * LANES](), v_abs.slice[4 * LANES, offset=4 * c * LANES]())
+                            )
+                comptime for c in range(CB):
+                    var v_s = v_scale.slice[LANES, offset=(cb0 + c) * LANES]()
+                    comptime for r in range(rows):
+                        var dst = yp.unsafe_offset((i * n + t0 + r) * width + head * head_width)
+                        dst.unsafe_store((cb0 + c) * LANES, acc.slice[LANES, offset=(r * CB + c) * LANES]().cast[F32]() * v_s * (Float32(1.0) / (QMAX * totals[r])))
 
         var t = 0
         while t + ROWS <= n:
@@ -280,6 +304,7 @@ def _self_attention_int8[head_width: Int, path: Int](
             t += 1
         scores.free()
         pw.free()
+        qw.free()
         kw.free()
         k_scale.free()
         k_sum.free()
@@ -290,19 +315,17 @@ def _self_attention_int8[head_width: Int, path: Int](
 
 
 @always_inline
-def _partial_max(s: SIMD[F32, LANES], valid: Int) -> Float32:
-    var best = Float32.MIN
-    for lane in range(valid):
-        best = max(best, s[lane])
-    return best
+def _fill_from(x: SIMD[F32, LANES], valid: Int, value: Float32) -> SIMD[F32, LANES]:
+    """``x`` with lanes ``valid`` .. 15 set to ``value``."""
+    var out = x
+    for lane in range(valid, LANES):
+        out[lane] = value
+    return out
 
 
 @always_inline
 def _zero_from(e: SIMD[F32, LANES], valid: Int) -> SIMD[F32, LANES]:
-    var out = e
-    for lane in range(valid, LANES):
-        out[lane] = 0
-    return out
+    return _fill_from(e, valid, 0)
 
 
 @register("self_attention_int8")

@@ -3,6 +3,10 @@ window through the encoder, greedy decoder steps at batch 1, and how closely the
 
     python -m maxwhisper_lib.lab.benchmark.sizes [--models tiny.en,base,small,medium,large-v3]
                                              [--steps 16] [--output reports/NAME]
+    python -m maxwhisper_lib.lab.benchmark.sizes --encoders [--models ...] [--output ...]
+
+(``--encoders``: only the encoder window, MAX float32 and int8 beside CTranslate2 int8 and
+float32: :func:`measure_encoders`.)
 
 Real weights where a package ships them (tiny.en, base); elsewhere random weights at the
 official dims (float16, as the checkpoints are published; fixed seed). openai-whisper runs the
@@ -109,9 +113,9 @@ def _ct2_generate_seconds(model, features, prompt: list[int], max_length: int, e
     return time.perf_counter() - start, len(result[0].sequences_ids[0])
 
 
-def load_ct2(weights: WhisperWeights):
-    """faster-whisper's engine (``ctranslate2.models.Whisper``, float32, this machine's cores)
-    on ``weights``, written to a temporary CTranslate2 folder."""
+def load_ct2(weights: WhisperWeights, compute_type: str = "float32"):
+    """faster-whisper's engine (``ctranslate2.models.Whisper``, ``compute_type``, this machine's
+    cores) on ``weights``, written to a temporary CTranslate2 folder."""
     import ctranslate2
 
     from ...checkpoints.ct2 import write_ct2_folder
@@ -121,7 +125,7 @@ def load_ct2(weights: WhisperWeights):
         return ctranslate2.models.Whisper(
             str(Path(folder) / "model"),
             device="cpu",
-            compute_type="float32",
+            compute_type=compute_type,
             intra_threads=usable_cores(),
         )
 
@@ -253,6 +257,41 @@ def measure_size(
     return row
 
 
+def measure_encoders(name: str, repeats: int = 3) -> dict:
+    """One random 30-s window through the encoder at ``name``'s dims (its weights as
+    :func:`size_weights`): MAX float32 and int8 beside CTranslate2 int8 and float32 on the same
+    weights, milliseconds per window (median of ``repeats`` after a warm-up), one engine loaded
+    at a time; the int8 mode's speed-ups over CTranslate2 int8 and over MAX float32."""
+    from ...engine.model import MaxWhisper
+
+    weights = size_weights(name)
+    dims = weights.dims
+    rng = np.random.default_rng(0)
+    mel = rng.normal(-0.2, 0.4, size=(1, dims.n_mels, 2 * dims.n_audio_ctx)).astype(np.float32)
+    row: dict = {
+        "model": name,
+        "weights": "real" if name in PACKAGED else "random (float16)",
+        "layers": dims.n_audio_layer,
+        "width": dims.n_audio_state,
+    }
+    for mode in ("float32", "int8"):
+        ours = MaxWhisper(weights, device="cpu", dtype=mode)
+        _, seconds = _timed(lambda m=ours: m.embed_audio(mel).numpy(), repeats)
+        row[f"max_{mode}_encoder_ms"] = seconds * 1e3
+        del ours
+        gc.collect()
+    for compute_type in ("int8", "float32"):
+        model = load_ct2(weights, compute_type)
+        _, seconds = _timed(ct2_encoder(model, mel), repeats)
+        row[f"ct2_{compute_type}_encoder_ms"] = seconds * 1e3
+        del model
+        gc.collect()
+    row["int8_speedup_vs_ct2_int8"] = row["ct2_int8_encoder_ms"] / row["max_int8_encoder_ms"]
+    row["int8_speedup_vs_max_float32"] = row["max_float32_encoder_ms"] / row["max_int8_encoder_ms"]
+    row["cpu"] = cpu_model()
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny.en,base,small,medium,large-v3")
@@ -262,7 +301,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--encoder_rounds", type=int, default=0, help="also MAX and CTranslate2 taking turns"
     )
     parser.add_argument("--output", type=Path, default=None, help="report folder (rows added)")
+    parser.add_argument(
+        "--encoders",
+        action="store_true",
+        help="only the encoder window: MAX float32 / int8 and CTranslate2 int8 / float32 "
+        "(encoders.csv)",
+    )
     args = parser.parse_args(argv)
+    if args.encoders:
+        table = pd.DataFrame([measure_encoders(name) for name in args.models.split(",")])
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        if args.output:
+            args.output.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.output / "encoders.csv", index=False)
+        return
     rows = []
     csv = args.output / "sizes.csv" if args.output else None
     for name in args.models.split(","):

@@ -10,6 +10,8 @@
 #           quantized with its own scale s_k = max|k| / 127, q_k = clamp(floor(k / s_k + 0.5))
 #   queries each quantized the same way (s_q)
 #   scores  s_q * s_k * (sum of q_q * q_k, exact in int32) / sqrt(head_width), softmax in float32
+#           in base 2 (log2 e folded into s_q; 2^x from its exponent bits and a degree-5
+#           polynomial, _exp2, which the NumPy model repeats operation for operation)
 #   P V     each row of probabilities as 0 .. 127 (s_p = max p / 127), values quantized per
 #           channel over the tokens (s_v), out = s_p * s_v * (sum of q_p * q_v, exact in int32)
 #
@@ -17,7 +19,8 @@
 # 16 keys (16 channels), for each group of 4 channels (4 tokens) 16 x 4 bytes, so that one
 # 512-bit vector holds 16 running sums. AVX-512 VNNI (vpdpbusd, unsigned x signed bytes) takes the
 # queries shifted to 1 .. 255 and the shift back with each key's sum; AVX2 (vpsignb, vpmaddubsw,
-# vpmaddwd) keeps them signed; elsewhere plain SIMD. Every path gives the same integer sums.
+# vpmaddwd) keeps them signed; elsewhere plain SIMD. Every path gives the same integer sums. A
+# tile is 8 queries (AVX2: 4) against a few blocks at once, its running sums in registers.
 # ``self_attention_int8_portable`` and ``self_attention_int8_avx2`` force those paths (tests).
 
 from extensibility import InputTensor, OutputTensor, register
@@ -34,7 +37,6 @@ comptime I32 = DType.int32
 comptime LANES = 16
 comptime SHIFT = 128
 comptime QMAX = Float32(127)
-comptime ROWS = 4  # queries per tile
 comptime LOG2E = Float32(1.4426950408889634)
 # 2^f = sum (f ln 2)^k / k! for f in [-0.5, 0.5], to degree 5 (relative error below 3e-6)
 comptime C1 = Float32(0.6931471805599453)
@@ -81,7 +83,9 @@ def _dot4_plain(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES])
 
 @always_inline
 def _dot4_avx2_abs(acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES], b_abs: SIMD[DType.uint8, 4 * LANES]) -> SIMD[I32, LANES]:
-    """:func:`_dot4_avx2` with ``|b|`` given (computed once for many ``a``)."""
+    """acc + per lane the dot product of ``a``'s 4 bytes with ``b``'s, ``a``'s bytes signed (|b|
+    times a with b's sign: no saturation while |a| <= 127), in two halves of 8 lanes; ``b_abs`` =
+    ``|b|``, computed once for many ``a``."""
     var out = acc
     comptime for half in range(2):
         var x = bitcast[DType.int8, 32](a.slice[8, offset=half * 8]())
@@ -133,11 +137,13 @@ def _self_attention_int8[head_width: Int, path: Int](
     comptime shift = SHIFT if path != 1 else 0  # AVX2 keeps the queries signed
     comptime groups = head_width // 4  # 4-channel groups of a key or query
     comptime channel_blocks = head_width // LANES
-    # A tile: ROWS queries against KB blocks of 16 keys, then against CB blocks of 16 value
-    # channels; each query's (or probability's) word is broadcast from memory once for KB (CB)
-    # products. AVX2 has 16 registers of 256 bits: one block at a time there.
-    comptime KB = 1 if path == 1 else 4
-    comptime CB = 1 if path == 1 else channel_blocks
+    # A tile: ROWS_T queries against KB blocks of 16 keys, then against CB blocks of 16 value
+    # channels (16 running sums in registers); each query's (or probability's) word is broadcast
+    # from memory once for KB (CB) products, each key (value) word loaded once for ROWS_T.
+    # AVX2 has 16 registers of 256 bits: 4 queries, one block at a time there.
+    comptime ROWS_T = 4 if path == 1 else 8
+    comptime KB = 1 if path == 1 else 16 // ROWS_T
+    comptime CB = 1 if path == 1 else min(channel_blocks, 16 // ROWS_T)
     var batch = qkv.dim_size(0)
     var n = qkv.dim_size(1)
     var width = y.dim_size(2)
@@ -214,11 +220,11 @@ def _self_attention_int8[head_width: Int, path: Int](
                     var lane = c % LANES
                     vb.unsafe_store(((cb * token_groups + tg) * LANES + lane) * 4 + b, q.cast[DType.int8]())
 
-        # queries ROWS at a time: each packed key and value word is loaded once for all of them
-        var scores = alloc[Float32](ROWS * n_keys)
-        var pw = alloc[Int32](ROWS * token_groups)  # probabilities as bytes, 4 per word
+        # queries ROWS_T at a time: each packed key and value word is loaded once for all of them
+        var scores = alloc[Float32](ROWS_T * n_keys)
+        var pw = alloc[Int32](ROWS_T * token_groups)  # probabilities as bytes, 4 per word
         var pb = pw.unsafe_bitcast[UInt8]()
-        var qw = alloc[Int32](ROWS * groups)  # the tile's quantized queries, 4 bytes per word
+        var qw = alloc[Int32](ROWS_T * groups)  # the tile's quantized queries, 4 bytes per word
 
         def tile[rows: Int](t0: Int) {var xp, var yp, var n, var width, var head, var row0, var key_blocks, var n_keys, var token_groups, var scale, var kw, var k_scale, var k_sum, var vw, var v_scale, var scores, var pw, var pb, var qw, var i}:
             var q_scales = SIMD[F32, rows](0)
@@ -296,9 +302,9 @@ def _self_attention_int8[head_width: Int, path: Int](
                         dst.unsafe_store((cb0 + c) * LANES, acc.slice[LANES, offset=(r * CB + c) * LANES]().cast[F32]() * v_s * (Float32(1.0) / (QMAX * totals[r])))
 
         var t = 0
-        while t + ROWS <= n:
-            tile[ROWS](t)
-            t += ROWS
+        while t + ROWS_T <= n:
+            tile[ROWS_T](t)
+            t += ROWS_T
         while t < n:
             tile[1](t)
             t += 1

@@ -173,16 +173,16 @@ def encoder_floor(model_name: str = "tiny.en") -> dict:
     attention = attention_rate(dims)
     attention8 = int8_attention_rate(dims)
     f32_s, i8_s = window_seconds(model_name, None), window_seconds(model_name, "int8")
+    attention_window = attention.seconds * dims.n_audio_layer
+    int8_window = None if attention8 is None else attention8.seconds * dims.n_audio_layer
     floor = {
-        # as built: float32 everywhere / int8 linear layers with float32 stem and attention
         "float32 mode": ops.total / (f32.gops * 1e9),
-        "int8 mode as built": (ops.stem + ops.attention) / (f32.gops * 1e9)
-        + ops.linear / (i8.gops * 1e9),
+        # the stem and linear layers at the int8 rate, the attention as its kernel runs
+        "int8, attention as measured": (ops.stem + ops.linear) / (i8.gops * 1e9)
+        + (int8_window if int8_window is not None else ops.attention / (f32.gops * 1e9)),
         # what issue 38 aims at: every product at the int8 rate
         "integer floor": ops.total / (i8.gops * 1e9),
     }
-    attention_window = attention.seconds * dims.n_audio_layer
-    int8_window = None if attention8 is None else attention8.seconds * dims.n_audio_layer
     rates = [r for r in (f32, i8, attention, attention8) if r is not None]
     return {
         "model": model_name,
@@ -200,7 +200,9 @@ def encoder_floor(model_name: str = "tiny.en") -> dict:
         "floor_ms": {k: round(v * 1e3, 1) for k, v in floor.items()},
         "window_over_floor": {
             "float32 / its floor": round(f32_s / floor["float32 mode"], 2),
-            "int8 / its floor as built": round(i8_s / floor["int8 mode as built"], 2),
+            "int8 / its floor with the attention as measured": round(
+                i8_s / floor["int8, attention as measured"], 2
+            ),
             "int8 / the integer floor": round(i8_s / floor["integer floor"], 2),
         },
     }

@@ -120,3 +120,42 @@ def test_clip_timestamps_bound_the_windows():
     assert scripted.windows == [1000]
     (segment,) = result["segments"]
     assert (segment["start"], segment["end"], segment["text"]) == (10.0, 13.0, " inside")
+
+
+def test_a_batched_files_follow_up_windows_share_one_decoder_session():
+    """``transcribe(batch_size=...)`` decodes a file's spans side by side. Two spans whose text
+    stops at a closed timestamp pair before their end each need a follow-up window with the
+    span's text as its prompt: the prompts are cut to the shorter one's length (each keeping
+    its latest tokens), so both follow-ups decode in one session instead of one each."""
+    short = [ts(0), *text(" Hello"), ts(2)]
+    long = [ts(0), *text(" a much longer first sentence than the other"), ts(5)]
+    windows = {
+        0: Window([*short, ts(2)]),  # ends on a pair at 2 s: the span goes on from there
+        3000: Window([*long, ts(5)]),  # the same at 35 s
+        200: Window([ts(0), *text(" end"), ts(1)]),
+        3500: Window([ts(0), *text(" end"), ts(1)]),
+    }
+    scripted = backend(windows)
+    sessions = []
+    start = scripted.start_decoding
+
+    def counted(audio, rows):
+        sessions.append(len(rows))
+        return start(audio, rows)
+
+    scripted.start_decoding = counted
+    result = transcribe(scripted, audio(60), batch_size=2, clip_timestamps="0,30,30,60", **GREEDY)
+    assert scripted.windows == [0, 3000, 200, 3500]
+    assert sessions == [2, 2]
+    first, second = scripted.prompts[2:]
+    assert first == [TOKENIZER.sot_prev, *short, TOKENIZER.sot]
+    assert second == [TOKENIZER.sot_prev, *long[-len(short) :], TOKENIZER.sot]
+    assert result["text"] == " Hello end a much longer first sentence than the other end"
+
+
+def test_aligned_prompts_keep_each_prompts_latest_tokens():
+    from maxwhisper_lib.decoding.transcribe import aligned_prompts
+
+    assert aligned_prompts([[1, 2, 3, 4], [], [7, 8]]) == [[3, 4], [], [7, 8]]
+    assert aligned_prompts([[], []]) == [[], []]
+    assert aligned_prompts([[5, 6]]) == [[5, 6]]

@@ -177,8 +177,9 @@ def plot_roofline(steps: pd.DataFrame, probe_gb_per_s: float):
 
 def plot_encoder_floor(floor: dict):
     """One encoder window against the floor of its operations (an ``encoder_floor`` probe's
-    dict): left, each mode's measured window beside the floors (float32 mode, the int8 mode as
-    built, every product at the int8 rate); right, the rates measured on this CPU (GOP/s)."""
+    dict): left, each mode's measured window beside the floors (float32 mode, the int8 mode
+    with its attention as measured, every product at the int8 rate); right, the rates measured
+    on this CPU (GOP/s)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.2]})
     window, floors = floor["window_ms"], floor["floor_ms"]
     bars = {"float32 window": window["float32"], "int8 window": window["int8"]}

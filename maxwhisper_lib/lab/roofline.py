@@ -200,13 +200,13 @@ def decoder_step_bytes(
     """What one decoder step of ``model`` (a :class:`~maxwhisper_lib.engine.model.MaxWhisper`) must
     read for ``batch`` sequences over ``windows`` audio windows (default: one each): its weights
     once (in the precision they are stored in on the device), the cross-attention keys/values
-    (float16 in the int8 mode) once per window when sequences share them (the row kernels) else once per sequence, the
-    ``cached`` filled positions of each sequence's self-attention cache (default: its full
+    (float16 in the int8 mode) once per window when sequences share them (the row kernels) else
+    once per sequence, the ``cached`` filled positions of each sequence's self-attention cache (default: its full
     capacity) plus the new ones it writes, and the logits it writes back. Embedding
     lookups read one row per token (counted with the weights only when the table doubles as the
     logits projection)."""
     dims = model.dims
-    item = model.dtype.size_in_bytes  # activations, caches and keys/values
+    item = model.dtype.size_in_bytes  # activations and caches (keys/values: _cross_item)
     width = dims.n_text_state
     tables = {"decoder.positional_embedding"}
     if "decoder.logits.weight" in model.registry:
@@ -231,11 +231,12 @@ def graph_bytes(model, batch: int = 1) -> list[dict]:
     """Per graph of ``model``: the weight bytes it binds and the input/output bytes of one call
     at ``batch`` windows (or sequences), and the resulting floor at no reuse."""
     dims = model.dims
-    item = model.dtype.size_in_bytes  # activations, caches and keys/values
+    item = model.dtype.size_in_bytes  # activations and caches (keys/values: _cross_item)
     features = batch * dims.n_audio_ctx * dims.n_audio_state * item
     mel = batch * dims.n_mels * 2 * dims.n_audio_ctx * item
-    cross = batch * dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state
-    cross *= _cross_item(model)
+    cross = (
+        batch * dims.n_text_layer * 2 * dims.n_audio_ctx * dims.n_text_state * _cross_item(model)
+    )
     step = decoder_step_bytes(model, batch)
     rows = [
         ("encoder", _nbytes(model.registry, lambda k: k.startswith("encoder.")), mel + features),

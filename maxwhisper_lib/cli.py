@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .choices import DEVICE_CHOICES, DTYPE_CHOICES, ENGINES, QUANTIZATIONS
+from .cli_live import LIVE_OPTIONS, add_live_options
 from .errors import DecodingOptionsError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ CLI_ONLY = (
     "vad_min_speech_duration_ms",
     "vad_min_silence_duration_ms",
     "vad_speech_pad_ms",
+    *LIVE_OPTIONS,
 )
 """Arguments that are not ``transcribe`` keyword arguments."""
 
@@ -119,8 +121,9 @@ def build_parser() -> ArgumentParser:
         description="Transcribe audio files with Whisper on Modular's MAX Graph.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("audio", nargs="+", help="audio file(s) to transcribe")
+    p.add_argument("audio", nargs="*", help="audio file(s) to transcribe")
     add_transcription_options(p)
+    add_live_options(p, BOOL_FLAG)
     return p
 
 
@@ -358,6 +361,12 @@ def run(args: argparse.Namespace, load: BackendLoader = load_backend) -> int:
     from .decoding.writers import write_result
     from .errors import AudioError, MaxWhisperError
 
+    if args.live is not None:
+        from .cli_live import run_live
+
+        return run_live(args, load)
+    if not args.audio:
+        raise UsageError("give audio file(s) to transcribe, or --live FILE_OR_-")
     plan = TranscriptionPlan.from_args(args)
     kwargs, vad, dims, writer_options = plan.kwargs, plan.vad, plan.dims, plan.writer_options
     device = resolve_device(args.engine, args.device, args.dtype)

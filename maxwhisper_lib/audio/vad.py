@@ -106,6 +106,57 @@ def _vad_session():
     )
 
 
+class SileroStream:
+    """Silero's speech probabilities of 16 kHz samples pushed piece by piece (a live stream, or
+    a file read in pieces): every whole :data:`VAD_WINDOW` samples as soon as it is complete,
+    the LSTM state carried from call to call, at most :data:`VAD_BATCH_WINDOWS` windows per
+    model call (memory stays that of one batch); :meth:`finish` gives the padded tail's."""
+
+    def __init__(self) -> None:
+        self._session = _vad_session()
+        self._state = {
+            "h": np.zeros((1, 1, 128), np.float32),
+            "c": np.zeros((1, 1, 128), np.float32),
+        }
+        self._context = np.zeros(VAD_CONTEXT, np.float32)
+        self._pending = np.zeros(0, np.float32)
+        self.samples = 0
+        """Samples pushed so far."""
+
+    def _run(self, samples: np.ndarray) -> np.ndarray:
+        windows = samples.reshape(-1, VAD_WINDOW)
+        before = np.concatenate([self._context[None], windows[:-1, -VAD_CONTEXT:]])
+        rows = np.concatenate([before, windows], axis=1)
+        output, self._state["h"], self._state["c"] = self._session.run(
+            None, {"input": rows, **self._state}
+        )
+        self._context = windows[-1, -VAD_CONTEXT:].copy()
+        return np.asarray(output, np.float32).reshape(-1)
+
+    def push(self, piece: np.ndarray) -> np.ndarray:
+        """The probabilities of the windows ``piece`` completes (maybe none)."""
+        piece = np.asarray(piece, dtype=np.float32).reshape(-1)
+        self.samples += piece.size
+        joined = np.concatenate([self._pending, piece]) if self._pending.size else piece
+        whole = joined.size - joined.size % VAD_WINDOW
+        batch = VAD_BATCH_WINDOWS * VAD_WINDOW
+        # a long array given whole is cut into views, never copied
+        outputs = [self._run(joined[at : min(at + batch, whole)]) for at in range(0, whole, batch)]
+        self._pending = joined[whole:].copy()
+        return np.concatenate(outputs) if outputs else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The last window's probability: the samples left padded with zeros to a whole window
+        (a whole zero window when none are left) and its last :data:`VAD_CONTEXT` samples
+        zeroed, as faster-whisper pads a file's end."""
+        tail = np.concatenate(
+            [self._pending, np.zeros(VAD_WINDOW - self._pending.size, np.float32)]
+        )
+        tail[-VAD_CONTEXT:] = 0.0
+        self._pending = np.zeros(0, np.float32)
+        return self._run(tail)
+
+
 def speech_probabilities(pieces: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
     """Silero's speech probability of every :data:`VAD_WINDOW` samples of the 16 kHz samples
     ``pieces`` yield one after the other, and their number of samples.
@@ -113,39 +164,12 @@ def speech_probabilities(pieces: Iterable[np.ndarray]) -> tuple[np.ndarray, int]
     faster-whisper's ``SileroVADModel`` takes the whole file at once (and copies it twice); this
     feeds the same model the same rows (each window after the last :data:`VAD_CONTEXT` samples
     of the one before; the end padded with zeros to a whole window, and the last window's last
-    :data:`VAD_CONTEXT` samples zeroed, as it does), :data:`VAD_BATCH_WINDOWS` at a time,
-    carrying the LSTM state from batch to batch, so that memory stays that of one batch,
-    however long the file."""
-    session = _vad_session()
-    state = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
-    context = np.zeros(VAD_CONTEXT, np.float32)
-    outputs: list[np.ndarray] = []
-    batch = VAD_BATCH_WINDOWS * VAD_WINDOW
-
-    def run(samples: np.ndarray) -> None:
-        nonlocal context
-        windows = samples.reshape(-1, VAD_WINDOW)
-        before = np.concatenate([context[None], windows[:-1, -VAD_CONTEXT:]])
-        rows = np.concatenate([before, windows], axis=1)
-        output, state["h"], state["c"] = session.run(None, {"input": rows, **state})
-        outputs.append(np.asarray(output, np.float32).reshape(-1))
-        context = windows[-1, -VAD_CONTEXT:].copy()
-
-    pending: list[np.ndarray] = []
-    count = total = 0
-    for piece in pieces:
-        piece = np.asarray(piece, dtype=np.float32).reshape(-1)
-        pending.append(piece)
-        count += piece.size
-        total += piece.size
-        while count >= batch:  # a long array given whole is cut into views, never copied
-            joined = pending[0] if len(pending) == 1 else np.concatenate(pending)
-            run(joined[:batch])
-            pending, count = [joined[batch:]], count - batch
-    tail = np.concatenate([*pending, np.zeros(VAD_WINDOW - total % VAD_WINDOW, np.float32)])
-    tail[-VAD_CONTEXT:] = 0.0
-    run(tail)
-    return np.concatenate(outputs), total
+    :data:`VAD_CONTEXT` samples zeroed, as it does) through :class:`SileroStream`, so that
+    memory stays that of one batch, however long the file."""
+    stream = SileroStream()
+    outputs = [stream.push(piece) for piece in pieces]
+    outputs.append(stream.finish())
+    return np.concatenate(outputs), stream.samples
 
 
 def speech_from_probabilities(

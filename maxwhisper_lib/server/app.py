@@ -1,6 +1,7 @@
 """OpenAI's audio API over a loaded model: ``POST /v1/audio/transcriptions`` and
 ``/v1/audio/translations`` (``file``, ``model``, ``language``, ``prompt``, ``response_format``,
-``temperature``, ``timestamp_granularities[]``, ``stream``), ``GET /v1/models``, ``GET /health``.
+``temperature``, ``timestamp_granularities[]``, ``stream``), ``GET /v1/models``, ``GET /health``, and live
+transcription over a WebSocket, ``/v1/audio/live`` (:mod:`.live`).
 
 Requests go to a :class:`~maxwhisper_lib.server.batcher.Batcher` (or any object with its
 calls), which decodes the requests in flight together. Errors are OpenAI's shape
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +33,7 @@ from ..audio.load import load_audio
 from ..errors import AudioError, DecodingOptionsError
 from . import formats
 from .batcher import Done, Event, Failed, Segments, ServerBusyError, Started
+from .live import live_endpoint
 from .uploads import UploadError, read_form
 
 OPENAI_ALIAS = "whisper-1"
@@ -108,6 +110,8 @@ class Service:
     api_key: str | None = None
     description: dict | None = None
     created: int = 0
+    max_live_streams: int = 16
+    live_streams: int = 0
 
     def __post_init__(self) -> None:
         self.created = self.created or int(time.time())
@@ -125,6 +129,7 @@ class Service:
             **(self.description or {}),
             "waiting": getattr(scheduler, "waiting", None),
             "in_flight": getattr(scheduler, "in_flight", None),
+            "live_streams": self.live_streams,
             **(vars(stats) if stats is not None else {}),
         }
 
@@ -288,6 +293,10 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
                     401, "incorrect API key provided", code="invalid_api_key"
                 ).response()
         return await call_next(request)
+
+    @app.websocket("/v1/audio/live")
+    async def live(websocket: WebSocket) -> None:
+        await live_endpoint(websocket, service)
 
     @app.get("/health")
     async def health() -> dict:

@@ -29,7 +29,14 @@ import numpy as np
 from ..atomic import atomic_text_file
 from ..audio.constants import SAMPLE_RATE
 from ..audio.live_input import PIECE_SECONDS, played
-from ..decoding.live import LiveOptions, LiveTranscriber, LiveUpdate, LiveWord, run_live
+from ..decoding.live import (
+    LiveOptions,
+    LiveTranscriber,
+    LiveUpdate,
+    LiveWord,
+    run_live,
+    words_of,
+)
 from ..decoding.text import word_error_rate
 
 
@@ -115,8 +122,6 @@ def measure_stream(
 ) -> StreamRun:
     """Replay ``samples`` through a new transcriber; delays against ``offline`` (a
     ``transcribe`` result with word timestamps)."""
-    from ..decoding.live import words_of
-
     transcriber = make()
     began = time.perf_counter()
     if clock == "real":
@@ -242,6 +247,83 @@ def run_clips(
     }
 
 
+def run_server_streams(
+    model: str = "tiny.en", dtype: str = "float32", streams: int = 4, seconds: float = 60.0
+) -> dict:
+    """``streams`` clients at once on one ``maxwhisper-server``'s ``/v1/audio/live``, each
+    sending ``seconds`` of speech built from the dev clips (each starting at another clip) at
+    real speed; delays as above, per stream and overall."""
+    import sys
+    import threading
+
+    from .. import load_model
+    from ..api import split_dtype
+    from .benchmark.clips import build_long_audio, load_clips
+    from .server_load import server
+
+    precision, quantization = split_dtype(dtype)
+    clips = [c.samples for c in load_clips() if c.reference]
+    inputs = [build_long_audio(clips[i % len(clips) :] + clips, seconds) for i in range(streams)]
+    whisper = load_model(model, "cpu", precision, quantization)
+    offline = [whisper.transcribe(x, word_timestamps=True, progress=False) for x in inputs]
+    del whisper
+    command = [sys.executable, "-m", "maxwhisper_lib.server", "--model", model, "--device", "cpu"]
+    command += ["--quantization", "int8"] if dtype == "int8" else []
+    received: dict[int, list[tuple[float, dict]]] = {}
+    with server(command) as running:
+        url = running.url.replace("http://", "ws://") + "/v1/audio/live"
+        stream_to_server(url, inputs[0][: 5 * SAMPLE_RATE], speed=0)  # first-call costs
+        threads = [
+            threading.Thread(
+                target=lambda i=i: received.setdefault(i, stream_to_server(url, inputs[i])[0])
+            )
+            for i in range(streams)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    runs = []
+    for i in range(streams):
+        words = [
+            (at, LiveWord(w["start"], w["end"], w["word"]))
+            for at, message in received[i]
+            if message["type"] == "confirmed"
+            for w in message["words"]
+        ]
+        ends = word_ends(words_of(offline[i], 0.0)[0], [w for _, w in words])
+        run = StreamRun(f"stream-{i}", seconds, offline=offline[i]["text"])
+        for (at, word), end in zip(words, ends, strict=True):
+            run.words.append(
+                {
+                    "word": word.text,
+                    "start": word.start,
+                    "end": end,
+                    "confirmed_at": at,
+                    "delay": at - end,
+                }
+            )
+        run.text = "".join(w.text for _, w in words)
+        done = received[i][-1][1] if received[i] else {}
+        run.wall_seconds = received[i][-1][0] if received[i] else float("nan")
+        assert done.get("type") == "done", done
+        runs.append(run)
+        print(
+            f"stream {i}: {len(run.words)} words, delay p50 {percentile(run.delays, 50):.2f} s "
+            f"p95 {percentile(run.delays, 95):.2f} s, WER vs offline {run.wer:.3f}, done at "
+            f"{run.wall_seconds:.1f} s of {seconds:g}",
+            flush=True,
+        )
+    return {
+        "model": model,
+        "dtype": dtype,
+        "clock": "real",
+        "streams": streams,
+        "summary": summary(runs),
+        "runs": [{**asdict(r), "wer": r.wer} for r in runs],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m " + __name__, description=__doc__)
     parser.add_argument("--output", type=Path, required=True, help="report folder")
@@ -254,7 +336,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--agreement", type=int, default=LiveOptions.agreement)
     parser.add_argument("--vad", type=int, default=1)
     parser.add_argument("--min_silence_ms", type=int, default=None)
+    parser.add_argument(
+        "--server_streams", type=int, default=0, help="instead: this many streams on a server"
+    )
+    parser.add_argument("--server_seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
+    if args.server_streams:
+        result = run_server_streams(
+            args.model, args.dtype, args.server_streams, args.server_seconds
+        )
+        print(json.dumps(result["summary"], indent=1))
+        args.output.mkdir(parents=True, exist_ok=True)
+        name = f"live-server-{args.server_streams}-{args.dtype}.json"
+        with atomic_text_file(args.output / name) as out:
+            json.dump(result, out, indent=1, default=str)
+        return
     vad = LiveOptions().vad_parameters
     if args.min_silence_ms is not None:
         vad = dataclasses.replace(vad, min_silence_duration_ms=args.min_silence_ms)

@@ -1,6 +1,7 @@
 """The front door: :func:`load_model`, then :meth:`WhisperModel.transcribe` (openai-whisper's
 result dict), :meth:`WhisperModel.stream` (faster-whisper's ``segments, info``: segments as they
-are decoded) and :meth:`WhisperModel.detect_language`."""
+are decoded), :meth:`WhisperModel.live` (live transcription: audio in as it comes, confirmed text
+out) and :meth:`WhisperModel.detect_language`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .audio.features import mel_window
 from .audio.load import load_audio
 from .choices import ENGINES, FLOAT_DTYPES, QUANTIZATIONS, device_choice
 from .decoding.backend import WhisperBackend
+from .decoding.live import LiveOptions, LiveTranscriber
 from .decoding.transcribe import (
     FileSegments,
     FileStarted,
@@ -234,6 +236,14 @@ class WhisperModel:
                 info = TranscriptionInfo(event.language, event.probability, event.seconds)
                 return _segments(events), info
         raise AudioError("no audio to transcribe")  # pragma: no cover: every file starts
+
+    def live(self, options: LiveOptions | None = None, **decode_options: Any) -> LiveTranscriber:
+        """A live transcriber: ``feed`` it audio as it arrives (16 kHz mono float32, any chunk
+        size) and get each step's confirmed words (never revised) and tentative tail;
+        ``finish`` at the end. ``options``: :class:`~maxwhisper_lib.decoding.live.LiveOptions`
+        (chunk, agreement, buffer, VAD); ``decode_options``: ``language``, ``task``,
+        ``initial_prompt``, ``temperature`` (greedy at 0 by default)."""
+        return LiveTranscriber(self.backend, options, **decode_options)
 
     def detect_language(self, audio: Audio) -> tuple[str, dict[str, float]]:
         """The most likely language of the first 30 s and every language's probability

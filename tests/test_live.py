@@ -167,6 +167,19 @@ def test_the_end_confirms_everything_and_a_repeat_at_the_start_is_dropped():
         t.push(noise(0.1))
 
 
+def test_a_last_decode_that_stops_early_is_followed_by_one_for_the_rest():
+    t = policy()
+    t.push(noise(6.0))
+    t.end()
+    first = t.next_request()
+    t.accept(first, [w("Thank", 0.2, 0.6), w("the", 0.6, 1.0)], [1.0])
+    rest = t.next_request()  # 5 s of audio after the last word: decoded again
+    assert rest.final and rest.start == pytest.approx(1.0)
+    assert rest.samples.size == 5 * SR and rest.prompt == " Thank the"
+    update = t.accept(rest, [w("the", 0.6, 1.0), w("people", 1.2, 5.9)], [5.9])
+    assert [c.text for c in update.confirmed] == [" people"] and t.done
+
+
 def test_a_long_buffer_is_cut_at_a_confirmed_segment_and_its_text_becomes_the_prompt():
     t = LiveTranscript(LiveOptions(vad=False, buffer_seconds=4.0), initial_prompt="Lincoln.")
     first = [w("four", 0.0, 0.5), w("score", 0.5, 1.0), w("and", 1.5, 1.8), w("seven", 1.8, 2.4)]
@@ -302,8 +315,12 @@ def test_every_dev_clip_live_is_close_to_its_offline_transcript(max_tiny):
 
 @pytest.mark.slow
 def test_times_are_on_the_streams_timeline_and_silence_confirms_nothing(max_tiny, jfk_audio):
+    from maxwhisper_lib.api import WhisperModel
+
+    model = WhisperModel(max_tiny, "tiny.en", "cpu", "float32")
+
     def words(samples):
-        transcriber = LiveTranscriber(max_tiny)
+        transcriber = model.live()  # the front door's
         list(replay(transcriber, samples, 0.5))
         return transcriber.transcript.confirmed, transcriber.decodes
 

@@ -38,6 +38,11 @@ MAX_BUFFER_SECONDS = 30.0
 DROP_BEFORE_COMMITTED = 0.1
 """Words starting this much before the last confirmed word's end are taken as already confirmed
 (whisper_streaming's margin)."""
+TAIL_SECONDS = 0.3
+"""Audio after an utterance's last speech given to its last decode."""
+UNHEARD_SECONDS = 1.0
+"""An utterance's last decode that stops this long before its speech does is followed by one
+more for the rest."""
 MAX_OVERLAP_WORDS = 5
 """The longest run of words at a hypothesis' start checked against the confirmed words' end."""
 
@@ -283,9 +288,13 @@ class LiveTranscript:
             if not final and new < self.options.chunk_seconds * SAMPLE_RATE:
                 return None
             first.decoded = first.size
-            return LiveRequest(
-                first.audio(), first.start / SAMPLE_RATE, self.prompt(), final, first.index
-            )
+            audio = first.audio()
+            if final and first.last_speech is not None:
+                # the silence that closed the utterance is left out (Whisper fills a long one
+                # with "Thank you."), but for a little of it
+                keep = first.last_speech - first.start + int(TAIL_SECONDS * SAMPLE_RATE)
+                audio = audio[: max(keep, 0)]
+            return LiveRequest(audio, first.start / SAMPLE_RATE, self.prompt(), final, first.index)
         return None
 
     # -- its result --------------------------------------------------------------------------
@@ -316,14 +325,30 @@ class LiveTranscript:
         self.confirmed.extend(confirmed)
         if utterance is not None:
             if request.final:
-                self._utterances.remove(utterance)
                 self._in_prompt = len(self.confirmed)
+                if not self._rest_unheard(utterance, confirmed):
+                    self._utterances.remove(utterance)
             else:
                 forced = self._trim(utterance, segment_ends)
                 confirmed = [*confirmed, *forced]
         return LiveUpdate(
             (Confirmed.of(confirmed),) if confirmed else (), self.tentative, self.seconds
         )
+
+    def _rest_unheard(self, utterance: _Utterance, confirmed: list[LiveWord]) -> bool:
+        """After an utterance's last decode: when Whisper stopped well before the speech did
+        (it ends a window early now and then, more so after an odd prompt), cut the utterance at
+        the last word and keep it for one more last decode of the rest; True if so."""
+        if not confirmed:
+            return False
+        end = utterance.start + utterance.size
+        heard = utterance.last_speech if utterance.last_speech is not None else end
+        last = round(confirmed[-1].end * SAMPLE_RATE)
+        if heard - last < UNHEARD_SECONDS * SAMPLE_RATE or not utterance.start < last < end:
+            return False
+        utterance.cut(last)
+        utterance.decoded = 0
+        return True
 
     def _unconfirmed(self, words: list[LiveWord]) -> list[LiveWord]:
         """``words`` less those already confirmed: those starting before the last confirmed

@@ -174,7 +174,12 @@ def stream_to_server(
 
         reader = threading.Thread(target=receive, daemon=True)
         reader.start()
-        pieces = played(pcm, speed, piece_seconds) if speed > 0 else [pcm]
+        step = int(piece_seconds * SAMPLE_RATE)
+        pieces = (
+            played(pcm, speed, piece_seconds)
+            if speed > 0
+            else (pcm[at : at + step] for at in range(0, pcm.size, step))
+        )
         for piece in pieces:
             socket.send(piece.tobytes())
         socket.send(json.dumps({"type": "end"}))
@@ -248,7 +253,11 @@ def run_clips(
 
 
 def run_server_streams(
-    model: str = "tiny.en", dtype: str = "float32", streams: int = 4, seconds: float = 60.0
+    model: str = "tiny.en",
+    dtype: str = "float32",
+    streams: int = 4,
+    seconds: float = 60.0,
+    chunk_seconds: float = LiveOptions.chunk_seconds,
 ) -> dict:
     """``streams`` clients at once on one ``maxwhisper-server``'s ``/v1/audio/live``, each
     sending ``seconds`` of speech built from the dev clips (each starting at another clip) at
@@ -271,7 +280,10 @@ def run_server_streams(
     command += ["--quantization", "int8"] if dtype == "int8" else []
     received: dict[int, list[tuple[float, dict]]] = {}
     with server(command) as running:
-        url = running.url.replace("http://", "ws://") + "/v1/audio/live"
+        url = (
+            running.url.replace("http://", "ws://")
+            + f"/v1/audio/live?chunk_seconds={chunk_seconds}"
+        )
         stream_to_server(url, inputs[0][: 5 * SAMPLE_RATE], speed=0)  # first-call costs
         threads = [
             threading.Thread(
@@ -319,6 +331,7 @@ def run_server_streams(
         "dtype": dtype,
         "clock": "real",
         "streams": streams,
+        "chunk_seconds": chunk_seconds,
         "summary": summary(runs),
         "runs": [{**asdict(r), "wer": r.wer} for r in runs],
     }
@@ -343,11 +356,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.server_streams:
         result = run_server_streams(
-            args.model, args.dtype, args.server_streams, args.server_seconds
+            args.model, args.dtype, args.server_streams, args.server_seconds, args.chunk_seconds
         )
         print(json.dumps(result["summary"], indent=1))
         args.output.mkdir(parents=True, exist_ok=True)
-        name = f"live-server-{args.server_streams}-{args.dtype}.json"
+        name = f"live-server-{args.server_streams}-{args.dtype}-chunk{args.chunk_seconds:g}.json"
         with atomic_text_file(args.output / name) as out:
             json.dump(result, out, indent=1, default=str)
         return

@@ -1,14 +1,15 @@
-"""The live peer: ``whisper-streaming`` (PyPI 0.1.0, Niklas Kaaf's packaging of ÚFAL's
-``whisper_streaming``: LocalAgreement-2 over faster-whisper) on the same audio at real speed,
-measured as :mod:`.live_latency` measures MAX-Whisper's live mode.
+"""The live peer: ÚFAL's ``whisper_streaming`` (``whisper_online.py``, the reference
+LocalAgreement-2 implementation; Macháček, Dabre and Bojar, 2023) on the same audio at real
+speed, measured as :mod:`.live_latency` measures MAX-Whisper's live mode.
 
-Its audio comes from a receiver that hands on ``min_chunk`` seconds at a time as they would be
-heard (``whisper_streaming``'s ``--min-chunk-size``, 1 s by default there), its buffer is trimmed
-at 15 s (``TimeTrimming``: the package's sentence trimming is not implemented), decoding is
-faster-whisper's defaults (beam 5, temperature fallback) on the same tiny.en weights (CTranslate2
-``int8`` or ``float32``). Install it beside the lab without its microphone and resampling
-dependencies, which this run does not use: ``pip install --no-deps whisper-streaming
-opus-fast-mosestokenizer``.
+``whisper_online.py`` is not on PyPI: a verbatim copy lives in ``scripts/peers/whisper_streaming/``
+(commit ``1f25a1a``). Its faster-whisper backend is loaded on the CPU (the line its
+``FasterWhisperASR.load_model`` carries commented out, ``compute_type="int8"``; or ``float32``) on
+the same tiny.en weights, with its own decoding (beam 5, word timestamps, its prompt), its
+default buffer trimming (completed segments past 15 s) and its simultaneous mode's loop: wait
+until ``min_chunk`` seconds (its default, 1 s) have passed since the last step, insert all the
+audio heard by now, ``process_iter``, print what it committed; ``finish`` at the end. Its VAC needs
+Silero from torch.hub (a download), so it runs without, as by default.
 
 ``python -m maxwhisper_lib.lab.live_peer --output reports/FOLDER [--compute_type int8]``.
 """
@@ -16,8 +17,11 @@ opus-fast-mosestokenizer``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,83 +31,67 @@ import numpy as np
 from ..atomic import atomic_text_file
 from ..audio.constants import SAMPLE_RATE
 from ..decoding.live import LiveWord, words_of
+from ..paths import project_root
 from .live_latency import StreamRun, percentile, summary, word_ends
 
+PEER = Path("scripts/peers/whisper_streaming/whisper_online.py")
 
-def run_stream(samples: np.ndarray, model_path: str, compute_type: str, min_chunk: float):
-    """``samples`` through whisper-streaming at real speed: ``(seconds since the start,
-    word)`` for every committed word."""
-    from whisper_streaming import (
-        ASRProcessor,
-        AudioReceiver,
-        Backend,
-        OutputSender,
-        TimeTrimming,
-    )
-    from whisper_streaming.backend import (
-        FasterWhisperFeatureExtractorConfig,
-        FasterWhisperModelConfig,
-        FasterWhisperTranscribeConfig,
-    )
+
+def whisper_online():
+    """ÚFAL's module, imported from its copy (librosa, used there only to read files, stubbed)."""
+    sys.modules.setdefault("librosa", types.ModuleType("librosa"))
+    spec = importlib.util.spec_from_file_location("whisper_online", project_root() / PEER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_asr(module, model_path: str, compute_type: str):
+    """Its ``FasterWhisperASR`` on the CPU (its ``load_model`` hard-codes CUDA float16)."""
+    from faster_whisper import WhisperModel
 
     from ..engine import machine
 
-    step = int(min_chunk * SAMPLE_RATE)
-    start = [0.0]
-    committed: list[tuple[float, LiveWord]] = []
-
-    class Player(AudioReceiver):
-        def __init__(self) -> None:
-            super().__init__()
-            self.at = 0
-
-        def _do_receive(self):
-            if self.at == 0:
-                start[0] = time.monotonic()
-            if self.at >= samples.size:
-                return None
-            piece = samples[self.at : self.at + step]
-            self.at += piece.size
-            wait = start[0] + self.at / SAMPLE_RATE - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            return piece
-
-        def _do_close(self) -> None:
-            pass
-
-    class Collector(OutputSender):
-        def _do_output(self, data) -> None:
-            committed.append(
-                (time.monotonic() - start[0], LiveWord(data.start, data.end, data.word))
+    class CpuASR(module.FasterWhisperASR):
+        def load_model(self, modelsize=None, cache_dir=None, model_dir=None):
+            return WhisperModel(
+                model_dir,
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=machine.usable_cores(),
             )
 
-        def _do_close(self) -> None:
-            pass
+    return CpuASR(lan="en", model_dir=model_path)
 
-    processor = ASRProcessor(
-        ASRProcessor.ProcessorConfig(
-            sampling_rate=SAMPLE_RATE,
-            prompt_size=200,
-            audio_receiver_timeout=1.0,
-            language="en",
-            audio_trimming=TimeTrimming(15),
-        ),
-        Player(),
-        Collector(),
-        Backend.FASTER_WHISPER,
-        FasterWhisperModelConfig(
-            model_size_or_path=model_path,
-            device="cpu",
-            compute_type=compute_type,
-            cpu_threads=machine.usable_cores(),
-        ),
-        FasterWhisperTranscribeConfig(),
-        FasterWhisperFeatureExtractorConfig(),
-    )
-    processor.run()
-    time.sleep(0.3)  # the sender thread takes its queue every 0.1 s
-    return committed
+
+def run_stream(module, asr, samples: np.ndarray, min_chunk: float) -> list[tuple[float, str]]:
+    """``samples`` through its ``OnlineASRProcessor`` at real speed, its main's simultaneous
+    loop: ``(seconds since the start, committed text)`` per commit."""
+    import io
+    import logging
+
+    logging.getLogger("whisper_online").setLevel(logging.WARNING)
+    online = module.OnlineASRProcessor(asr, None, logfile=io.StringIO())
+    duration = samples.size / SAMPLE_RATE
+    commits: list[tuple[float, str]] = []
+    start = time.time()
+    beg = end = 0.0
+    while True:
+        now = time.time() - start
+        if now < end + min_chunk:
+            time.sleep(min_chunk + end - now)
+        end = min(time.time() - start, duration)
+        online.insert_audio_chunk(samples[int(beg * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+        beg = end
+        committed = online.process_iter()
+        if committed[0] is not None:
+            commits.append((time.time() - start, committed[2]))
+        if end >= duration:
+            break
+    committed = online.finish()
+    if committed[0] is not None:
+        commits.append((time.time() - start, committed[2]))
+    return commits
 
 
 def run_clips(compute_type: str = "int8", min_chunk: float = 1.0) -> dict:
@@ -112,30 +100,25 @@ def run_clips(compute_type: str = "int8", min_chunk: float = 1.0) -> dict:
     from .benchmark.clips import load_clips
 
     reference_model = load_model("tiny.en", "cpu")
-    model_path = str(ct2_path("tiny.en"))
+    module = whisper_online()
+    asr = make_asr(module, str(ct2_path("tiny.en")), compute_type)
+    asr.transcribe(np.zeros(SAMPLE_RATE, np.float32))  # its warm-up, as its main does
     runs = []
     for clip in [c for c in load_clips() if c.reference]:
         offline = reference_model.transcribe(clip.samples, word_timestamps=True, progress=False)
-        committed = run_stream(clip.samples, model_path, compute_type, min_chunk)
-        # a commit is the words committed together joined into one: split back into words,
-        # each timed by the offline word it aligns with (else the commit's end)
+        commits = run_stream(module, asr, clip.samples, min_chunk)
+        # a commit is text: its words, each timed by the offline word it aligns with (else it
+        # is left out of the delays: the peer gives no time per word)
         words = [
-            (at, LiveWord(commit.start, commit.end, f" {token}"))
-            for at, commit in committed
-            for token in commit.text.split()
+            (at, LiveWord(0.0, float("nan"), f" {t}")) for at, text in commits for t in text.split()
         ]
         ends = word_ends(words_of(offline, 0.0)[0], [w for _, w in words])
         run = StreamRun(clip.id, clip.seconds, offline=offline["text"], reference=clip.reference)
         for (at, word), end in zip(words, ends, strict=True):
-            run.words.append(
-                {
-                    "word": word.text,
-                    "start": word.start,
-                    "end": end,
-                    "confirmed_at": at,
-                    "delay": at - end,
-                }
-            )
+            if end == end:  # aligned
+                run.words.append(
+                    {"word": word.text, "end": end, "confirmed_at": at, "delay": at - end}
+                )
         run.text = "".join(w.text for _, w in words)
         runs.append(run)
         print(
@@ -144,7 +127,7 @@ def run_clips(compute_type: str = "int8", min_chunk: float = 1.0) -> dict:
             flush=True,
         )
     return {
-        "peer": "whisper-streaming 0.1.0 (faster-whisper)",
+        "peer": "ufal/whisper_streaming 1f25a1a (faster-whisper)",
         "compute_type": compute_type,
         "min_chunk": min_chunk,
         "clock": "real",

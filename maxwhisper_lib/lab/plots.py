@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 
@@ -201,6 +202,36 @@ def plot_encoder_floor(floor: dict):
     right.set_xlabel("GOP/s measured on this CPU")
     right.set_title(f"rates ({floor['int8_path']} int8 path)")
     right.margins(x=0.15)
+    fig.tight_layout()
+    return fig
+
+
+def plot_live_delays(results: dict[str, dict]):
+    """Live transcription (``live_latency``/``live_peer`` results by label): left, the share of
+    confirmed words confirmed within a delay (a curve per run, the targets' p50 1.5 s and p95
+    3 s marked); right, each run's WER of the confirmed text against the offline transcript."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.6, 1]})
+    for label, result in results.items():
+        delays = np.sort([w["delay"] for run in result["runs"] for w in run["words"]])
+        if delays.size:
+            left.plot(delays, np.arange(1, delays.size + 1) / delays.size, label=label)
+    left.axvline(1.5, color="0.6", ls=":", lw=1)
+    left.axvline(3.0, color="0.6", ls="--", lw=1)
+    left.axhline(0.5, color="0.85", lw=0.8)
+    left.axhline(0.95, color="0.85", lw=0.8)
+    left.set_xlim(left=0)
+    left.set_xlabel("seconds from a word's end in the audio to its confirmation")
+    left.set_ylabel("share of confirmed words")
+    left.set_title("confirmed-word delay, replayed at real speed")
+    left.legend(loc="lower right", fontsize=8)
+    labels = list(results)
+    wers = [100 * results[k]["summary"]["wer_vs_offline"] for k in labels]
+    right.barh(labels, wers, color="#9467bd")
+    for y, wer in enumerate(wers):
+        right.text(wer, y, f" {wer:.1f}", va="center")
+    right.invert_yaxis()
+    right.set_xlabel("WER (%) of the confirmed text vs the offline transcript")
+    right.margins(x=0.2)
     fig.tight_layout()
     return fig
 

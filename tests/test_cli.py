@@ -109,7 +109,9 @@ def test_bare_flag_before_audio_is_explained(capsys):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], "required: audio"),
+        ([], "give audio file(s) to transcribe, or --live FILE_OR_-"),
+        ([JFK, "--live", JFK], "--live takes its one source itself"),
+        (["--live", JFK, "--live_agreement", "1"], "live agreement must be at least 2"),
         ([JFK, "--beam_size", "0"], "beam_size must be at least 1"),
         ([JFK, "--best_of", "0"], "best_of must be at least 1"),
         ([JFK, "--language", "xx"], "unknown language 'xx'"),

@@ -513,3 +513,35 @@ def test_live_streams_on_the_server_match_the_library(max_tiny, jfk_audio):
         assert done["type"] == "done" and done["text"] == "".join(m["text"] for m in confirmed)
         assert word_error_rate([library.text], [done["text"]]) <= 0.1
         assert all(m["words"] and m["start"] <= m["end"] for m in confirmed)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_live_decodes_on_the_server_share_one_decoder_session(share):
+    """Two live decodes in one batcher round, each with its own confirmed text as the prompt:
+    with ``share_prompt`` their prompts are cut to one length and they decode in one session
+    (a file request keeps its own prompt: one session per prompt length)."""
+    from test_seek_loop import Window, audio, backend, text, ts
+
+    from maxwhisper_lib.server.batcher import Batcher, Done
+
+    scripted = backend({0: Window([ts(0), *text(" more"), ts(1)])})
+    sessions = []
+    start = scripted.start_decoding
+
+    def counted(features, rows):
+        sessions.append(len(rows))
+        return start(features, rows)
+
+    scripted.start_decoding = counted
+    batcher = Batcher(scripted, max_wait=0)
+    done = []
+    for prompt in ("Ask not what your country can do.", "And so."):
+        options = batcher.options(temperature=0.0, initial_prompt=prompt)
+        batcher.submit(audio(5), options, lambda e: done.append(e), share_prompt=share)
+    batcher.start()
+    batcher.stop(30)
+    assert [type(e) for e in done].count(Done) == 2
+    assert sessions == ([2] if share else [1, 1])
+    first, second = scripted.prompts
+    if share:
+        assert len(first) == len(second)

@@ -20,7 +20,7 @@ engine's batch-size-dependent float rounding). :func:`transcribe` is the batch o
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -936,32 +936,44 @@ def aligned_prompts(prompts: Sequence[list[int]]) -> list[list[int]]:
     return [list(p[len(p) - shortest :]) if p else list(p) for p in prompts]
 
 
+def _same_decoding(a: TranscribeOptions, b: TranscribeOptions) -> bool:
+    """Whether windows with options ``a`` and ``b`` decode alike (the initial prompt only
+    shapes the prompts, which are each window's own)."""
+    return a is b or a == b or replace(a, initial_prompt=None) == replace(b, initial_prompt=None)
+
+
 def decode_windows(
     backend: WhisperBackend,
     windows: Sequence[Window],
     rng: np.random.Generator | Callable[[Window], np.random.Generator],
-    align_prompts: bool = False,
+    align_prompts: bool | Callable[[Window], bool] = False,
 ) -> None:
     """Encode ``windows`` (of any files) in one batch, decode those of the same language and
-    options in one decoder session (temperature fallbacks too) and hand each result to its
-    file (:meth:`FileTranscription.accept`). ``rng``: the sampler, or a window's sampler
-    (then each file's draws above temperature 0 are its own, whatever its batch-mates).
-    ``align_prompts``: each group's previous-text prompts cut to one length
-    (:func:`aligned_prompts`; the spans of a batched file), else each file's own prompt (its
-    transcript exactly as alone, in as many decoder sessions as prompt lengths)."""
+    decoding options (their initial prompts aside: a window's prompt carries it) in one decoder
+    session (temperature fallbacks too) and hand each result to its file
+    (:meth:`FileTranscription.accept`). ``rng``: the sampler, or a window's sampler (then each
+    file's draws above temperature 0 are its own, whatever its batch-mates). ``align_prompts``:
+    each group's previous-text prompts cut to one length (:func:`aligned_prompts`; the spans of a
+    batched file), or those of the windows it is true of (live decodes); else each file's own
+    prompt (its transcript exactly as alone, in as many decoder sessions as prompt lengths)."""
     audio = backend.embed_audio(np.stack([w.mel for w in windows]))
     groups: list[tuple[str, TranscribeOptions, list[int]]] = []
     for row, window in enumerate(windows):
         file = window.file
         for language, options, rows in groups:
-            if language == file.language and (options is file.options or options == file.options):
+            if language == file.language and _same_decoding(options, file.options):
                 rows.append(row)
                 break
         else:
             groups.append((file.language, file.options, [row]))
     for language, options, rows in groups:
         prompts = [windows[row].prompt for row in rows]
-        if align_prompts:
+        if callable(align_prompts):
+            shared = [i for i, row in enumerate(rows) if align_prompts(windows[row])]
+            cut = aligned_prompts([prompts[i] for i in shared])
+            for i, prompt in zip(shared, cut, strict=True):
+                prompts[i] = prompt
+        elif align_prompts:
             prompts = aligned_prompts(prompts)
         samplers = [rng(windows[row]) for row in rows] if callable(rng) else rng
         results = decode_with_fallback(backend, audio, rows, prompts, options, language, samplers)

@@ -210,7 +210,7 @@ def plot_live_delays(results: dict[str, dict]):
     """Live transcription (``live_latency``/``live_peer`` results by label): left, the share of
     confirmed words confirmed within a delay (a curve per run, the targets' p50 1.5 s and p95
     3 s marked); right, each run's WER of the confirmed text against the offline transcript."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1.5, 1]})
     for label, result in results.items():
         delays = np.sort([w["delay"] for run in result["runs"] for w in run["words"]])
         if delays.size:
@@ -230,7 +230,7 @@ def plot_live_delays(results: dict[str, dict]):
     for y, wer in enumerate(wers):
         right.text(wer, y, f" {wer:.1f}", va="center")
     right.invert_yaxis()
-    right.set_xlabel("WER (%) of the confirmed text vs the offline transcript")
+    right.set_xlabel("WER (%), confirmed text vs offline transcript")
     right.margins(x=0.2)
     fig.tight_layout()
     return fig

@@ -72,7 +72,9 @@ class FasterWhisperScheduler:
         names = {"initial_prompt", "word_timestamps", "language", "task", "temperature"}
         return {k: v for k, v in kwargs.items() if k in names}
 
-    def submit(self, samples: np.ndarray, options: dict, on_event) -> _FwJob:
+    def submit(
+        self, samples: np.ndarray, options: dict, on_event, share_prompt: bool = False
+    ) -> _FwJob:
         job = _FwJob(samples, options, on_event)
         self.stats.submitted += 1
         self.jobs.put(job)

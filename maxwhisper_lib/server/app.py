@@ -56,7 +56,13 @@ class Scheduler(Protocol):
 
     def options(self, **kwargs: Any) -> Any: ...
 
-    def submit(self, samples: Any, options: Any, on_event: Callable[[Event], None]) -> Any: ...
+    def submit(
+        self,
+        samples: Any,
+        options: Any,
+        on_event: Callable[[Event], None],
+        share_prompt: bool = False,
+    ) -> Any: ...
 
     def start(self) -> Any: ...
 

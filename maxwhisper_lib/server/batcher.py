@@ -81,6 +81,7 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
     state: FileTranscription | None = None
+    share_prompt: bool = False
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     emitted: int = 0
 
@@ -141,10 +142,17 @@ class Batcher:
         return make_options(self.backend.dims, **kwargs)
 
     def submit(
-        self, samples: np.ndarray, options: TranscribeOptions, on_event: Callable[[Event], None]
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        on_event: Callable[[Event], None],
+        share_prompt: bool = False,
     ) -> Job:
-        """Queue a request; its events go to ``on_event`` from the batcher's thread."""
+        """Queue a request; its events go to ``on_event`` from the batcher's thread.
+        ``share_prompt``: its prompt may be cut to the length of its batch-mates' that may too,
+        so that they decode in one session (live decodes; a file's transcript stays its own)."""
         job = Job(np.asarray(samples, dtype=np.float32), options, on_event)
+        job.share_prompt = share_prompt
         with self._condition:
             if self._stopping:
                 raise ServerBusyError("the server is shutting down")
@@ -254,7 +262,12 @@ class Batcher:
         if not windows:
             return
         try:
-            decode_windows(self.backend, windows, lambda w: owners[id(w.file)].rng)
+            decode_windows(
+                self.backend,
+                windows,
+                lambda w: owners[id(w.file)].rng,
+                align_prompts=lambda w: owners[id(w.file)].share_prompt,
+            )
         except Exception as error:  # an engine fault fails this round's requests
             for window in windows:
                 job = owners[id(window.file)]

@@ -194,7 +194,9 @@ class LiveStream:
         kwargs = decode_options(request, self.decoding)
         options = self.service.scheduler.options(**kwargs)
         try:
-            job = self.service.scheduler.submit(request.samples, options, on_event)
+            job = self.service.scheduler.submit(
+                request.samples, options, on_event, share_prompt=True
+            )
         except ServerBusyError as error:
             raise LiveError(str(error), "overloaded", TRY_AGAIN) from None
         try:

@@ -132,6 +132,18 @@ def test_words_are_confirmed_once_two_hypotheses_agree():
     assert "".join(x.text for x in t.confirmed) == " and sew my"
 
 
+def test_words_never_agreed_on_are_confirmed_once_they_are_old():
+    t = policy(max_tentative_seconds=2.0)
+    decode(t, 1.0, [w("one", 0.0, 0.5), w("two", 0.5, 0.9)])
+    decode(t, 1.0, [w("won", 0.0, 0.5), w("too", 0.5, 0.9), w("three", 1.2, 1.8)])
+    _, update = decode(
+        t, 1.0, [w("on", 0.0, 0.5), w("to", 0.5, 0.9), w("tree", 1.2, 1.8), w("four", 2.0, 2.9)]
+    )
+    # 3 s heard, no agreement: the newest hypothesis' words that ended by 1 s are confirmed
+    assert [c.text for c in update.confirmed] == [" on to"]
+    assert update.tentative == " tree four"
+
+
 def test_agreement_of_three_needs_three_hypotheses():
     t = policy(agreement=3)
     words = [w("ask", 0.0, 0.4), w("not", 0.4, 0.8)]
@@ -197,7 +209,7 @@ def test_a_long_buffer_is_cut_at_a_confirmed_segment_and_its_text_becomes_the_pr
 def test_a_buffer_with_nothing_confirmed_is_cut_before_30_s():
     """Hypotheses that never agree (babble): near 30 s the buffer is cut ``buffer_seconds``
     before its end, and the newest hypothesis' words before the cut are confirmed."""
-    t = policy(buffer_seconds=10.0)
+    t = policy(buffer_seconds=10.0, max_tentative_seconds=29.0)  # old words not confirmed sooner
     decode(t, 20.0, [w("uh", 1.0, 1.5)])
     decode(t, 9.0, [w("um", 1.0, 1.5)])
     _, update = decode(t, 0.5, [w("er", 1.0, 1.5), w("ah", 25.0, 25.5)])
@@ -220,6 +232,7 @@ def test_the_prompt_keeps_the_last_characters():
         ({"buffer_seconds": 29.5}, "buffer_seconds"),
         ({"chunk_seconds": 3.0, "buffer_seconds": 5.0}, "buffer_seconds"),
         ({"prompt_chars": -1}, "prompt_chars"),
+        ({"max_tentative_seconds": 0.5}, "max_tentative_seconds"),
     ],
 )
 def test_bad_live_options_are_refused(options, message):
@@ -520,19 +533,12 @@ def test_live_decodes_on_the_server_share_one_decoder_session(share):
     """Two live decodes in one batcher round, each with its own confirmed text as the prompt:
     with ``share_prompt`` their prompts are cut to one length and they decode in one session
     (a file request keeps its own prompt: one session per prompt length)."""
-    from test_seek_loop import Window, audio, backend, text, ts
+    from test_seek_loop import Window, audio, backend, counted_sessions, text, ts
 
     from maxwhisper_lib.server.batcher import Batcher, Done
 
     scripted = backend({0: Window([ts(0), *text(" more"), ts(1)])})
-    sessions = []
-    start = scripted.start_decoding
-
-    def counted(features, rows):
-        sessions.append(len(rows))
-        return start(features, rows)
-
-    scripted.start_decoding = counted
+    sessions = counted_sessions(scripted)
     batcher = Batcher(scripted, max_wait=0)
     done = []
     for prompt in ("Ask not what your country can do.", "And so."):
@@ -545,3 +551,34 @@ def test_live_decodes_on_the_server_share_one_decoder_session(share):
     first, second = scripted.prompts
     if share:
         assert len(first) == len(second)
+
+
+def test_the_latency_measure_aligns_words_and_replays_on_a_virtual_clock(tiny_weights):
+    from maxwhisper_lib.lab.live_latency import StreamRun, replay_virtual, word_ends
+
+    offline = [w("ask", 0.0, 0.4), w("not", 0.4, 0.9), w("what", 1.0, 1.3)]
+    live = [w("Ask", 0.1, 0.5), w("knot", 0.5, 0.8), w("what", 1.1, 1.4)]
+    assert word_ends(offline, live) == [0.4, 0.8, 1.3]  # "knot" keeps its own end
+    run = StreamRun("x", 2.0)
+    result = {
+        "segments": [
+            {
+                "end": 1.3,
+                "words": [{"word": x.text, "start": x.start, "end": x.end} for x in offline],
+            }
+        ]
+    }
+    run.confirm([(1.0, live[0]), (2.0, live[1]), (2.5, live[2])], result)
+    assert run.delays == pytest.approx([0.6, 1.2, 1.2]) and run.text == " Ask knot what"
+
+    class Dims:
+        dims = tiny_weights.dims
+
+    pushed = []
+    transcriber = LiveTranscriber(Dims(), LiveOptions(vad=False), decode=lambda r: ([], []))
+    push = transcriber.transcript.push
+    transcriber.transcript.push = lambda x: pushed.append(x.size) or push(x)
+    steps = replay_virtual(transcriber, noise(1.05), piece_seconds=0.25)
+    assert sum(pushed) == int(1.05 * SR) and all(p > 0 for p in pushed)
+    clocks = [at for at, _ in steps]
+    assert clocks == sorted(clocks) and clocks[-1] >= 1.05

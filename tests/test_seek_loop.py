@@ -122,6 +122,19 @@ def test_clip_timestamps_bound_the_windows():
     assert (segment["start"], segment["end"], segment["text"]) == (10.0, 13.0, " inside")
 
 
+def counted_sessions(scripted: ScriptedBackend) -> list[int]:
+    """The rows of each decoder session ``scripted`` starts from now on (a list it fills)."""
+    sessions: list[int] = []
+    start = scripted.start_decoding
+
+    def counted(audio, rows):
+        sessions.append(len(rows))
+        return start(audio, rows)
+
+    scripted.start_decoding = counted
+    return sessions
+
+
 def test_a_batched_files_follow_up_windows_share_one_decoder_session():
     """``transcribe(batch_size=...)`` decodes a file's spans side by side. Two spans whose text
     stops at a closed timestamp pair before their end each need a follow-up window with the
@@ -136,14 +149,7 @@ def test_a_batched_files_follow_up_windows_share_one_decoder_session():
         3500: Window([ts(0), *text(" end"), ts(1)]),
     }
     scripted = backend(windows)
-    sessions = []
-    start = scripted.start_decoding
-
-    def counted(audio, rows):
-        sessions.append(len(rows))
-        return start(audio, rows)
-
-    scripted.start_decoding = counted
+    sessions = counted_sessions(scripted)
     result = transcribe(scripted, audio(60), batch_size=2, clip_timestamps="0,30,30,60", **GREEDY)
     assert scripted.windows == [0, 3000, 200, 3500]
     assert sessions == [2, 2]

@@ -52,7 +52,8 @@ class LiveOptions:
     """The live policy's knobs: at least ``chunk_seconds`` of new audio between decodes;
     ``agreement`` hypotheses that must agree (LocalAgreement-n, n >= 2); the buffer cut at a
     confirmed segment's end past ``buffer_seconds``; the VAD (``vad``, ``vad_parameters``);
-    the prompt: the last ``prompt_chars`` characters of confirmed text before the buffer."""
+    the prompt: the last ``prompt_chars`` characters of confirmed text before the buffer; words
+    that ended ``max_tentative_seconds`` before the newest audio confirmed without agreement."""
 
     chunk_seconds: float = 0.5
     agreement: int = 2
@@ -60,6 +61,7 @@ class LiveOptions:
     vad: bool = True
     vad_parameters: VadParameters = field(default_factory=lambda: LIVE_VAD)
     prompt_chars: int = 200
+    max_tentative_seconds: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.chunk_seconds <= 10.0:
@@ -74,6 +76,11 @@ class LiveOptions:
             raise DecodingOptionsError(
                 f"live buffer_seconds must be in [{2 * self.chunk_seconds:g}, "
                 f"{MAX_BUFFER_SECONDS - 2:g}], got {self.buffer_seconds}"
+            )
+        if self.max_tentative_seconds < 2 * self.chunk_seconds:
+            raise DecodingOptionsError(
+                f"live max_tentative_seconds must be at least {2 * self.chunk_seconds:g} "
+                f"(two chunks), got {self.max_tentative_seconds}"
             )
         if self.prompt_chars < 0:
             raise DecodingOptionsError(f"live prompt_chars must be >= 0, got {self.prompt_chars}")
@@ -322,6 +329,16 @@ class LiveTranscript:
                 else []
             )
             self._hypotheses = [h[len(confirmed) :] for h in self._hypotheses]
+            # words the hypotheses have not agreed on for long (two voices at once, noise):
+            # the newest one's, from its start, that ended max_tentative_seconds before the
+            # buffer's end are confirmed anyway, so that no word waits for ever
+            heard = request.start + request.samples.size / SAMPLE_RATE
+            stale = _prefix_ending_by(
+                self._hypotheses[-1], heard - self.options.max_tentative_seconds
+            )
+            if stale:
+                confirmed = [*confirmed, *stale]
+                self._hypotheses = [self._hypotheses[-1][len(stale) :]]
         self.confirmed.extend(confirmed)
         if utterance is not None:
             if request.final:
@@ -390,6 +407,14 @@ class LiveTranscript:
         self._in_prompt = sum(1 for w in self.confirmed if w.end <= cut + 1e-6)
         self._hypotheses = [[w for w in h if w.start >= cut] for h in self._hypotheses]
         return forced
+
+
+def _prefix_ending_by(words: list[LiveWord], time: float) -> list[LiveWord]:
+    """The words, from the start, that end by ``time``."""
+    count = 0
+    while count < len(words) and words[count].end <= time:
+        count += 1
+    return words[:count]
 
 
 def _common_prefix(hypotheses: list[list[LiveWord]]) -> list[LiveWord]:

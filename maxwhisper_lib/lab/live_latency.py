@@ -55,6 +55,24 @@ class StreamRun:
     compute_seconds: float = 0.0
     wall_seconds: float = 0.0
 
+    def confirm(self, confirmed: list[tuple[float, LiveWord]], offline: dict) -> None:
+        """Take the confirmed words (each with the moment it was confirmed) as this run's
+        text and delays, each word's end in the audio from ``offline`` (:func:`word_ends`;
+        a word with no end known is left out of the delays)."""
+        ends = word_ends(words_of(offline, 0.0)[0], [w for _, w in confirmed])
+        for (at, word), end in zip(confirmed, ends, strict=True):
+            if end == end:  # not NaN
+                self.words.append(
+                    {
+                        "word": word.text,
+                        "start": word.start,
+                        "end": end,
+                        "confirmed_at": at,
+                        "delay": at - end,
+                    }
+                )
+        self.text = "".join(w.text for _, w in confirmed)
+
     @property
     def delays(self) -> list[float]:
         return [w["delay"] for w in self.words]
@@ -135,19 +153,7 @@ def measure_stream(
     confirmed: list[tuple[float, LiveWord]] = [
         (at, word) for at, update in updates for c in update.confirmed for word in c.words
     ]
-    offline_words, _ = words_of(offline, 0.0)
-    ends = word_ends(offline_words, [w for _, w in confirmed])
-    for (at, word), end in zip(confirmed, ends, strict=True):
-        run.words.append(
-            {
-                "word": word.text,
-                "start": word.start,
-                "end": end,
-                "confirmed_at": at,
-                "delay": at - end,
-            }
-        )
-    run.text = "".join(w.text for _, w in confirmed)
+    run.confirm(confirmed, offline)
     run.decodes = transcriber.decodes
     return run
 
@@ -303,19 +309,8 @@ def run_server_streams(
             if message["type"] == "confirmed"
             for w in message["words"]
         ]
-        ends = word_ends(words_of(offline[i], 0.0)[0], [w for _, w in words])
         run = StreamRun(f"stream-{i}", seconds, offline=offline[i]["text"])
-        for (at, word), end in zip(words, ends, strict=True):
-            run.words.append(
-                {
-                    "word": word.text,
-                    "start": word.start,
-                    "end": end,
-                    "confirmed_at": at,
-                    "delay": at - end,
-                }
-            )
-        run.text = "".join(w.text for _, w in words)
+        run.confirm(words, offline[i])
         done = received[i][-1][1] if received[i] else {}
         run.wall_seconds = received[i][-1][0] if received[i] else float("nan")
         assert done.get("type") == "done", done

@@ -30,9 +30,9 @@ import numpy as np
 
 from ..atomic import atomic_text_file
 from ..audio.constants import SAMPLE_RATE
-from ..decoding.live import LiveWord, words_of
+from ..decoding.live import LiveWord
 from ..paths import project_root
-from .live_latency import StreamRun, percentile, summary, word_ends
+from .live_latency import StreamRun, percentile, summary
 
 PEER = Path("scripts/peers/whisper_streaming/whisper_online.py")
 
@@ -112,14 +112,8 @@ def run_clips(compute_type: str = "int8", min_chunk: float = 1.0) -> dict:
         words = [
             (at, LiveWord(0.0, float("nan"), f" {t}")) for at, text in commits for t in text.split()
         ]
-        ends = word_ends(words_of(offline, 0.0)[0], [w for _, w in words])
         run = StreamRun(clip.id, clip.seconds, offline=offline["text"], reference=clip.reference)
-        for (at, word), end in zip(words, ends, strict=True):
-            if end == end:  # aligned
-                run.words.append(
-                    {"word": word.text, "end": end, "confirmed_at": at, "delay": at - end}
-                )
-        run.text = "".join(w.text for _, w in words)
+        run.confirm(words, offline)
         runs.append(run)
         print(
             f"{clip.id}: {len(run.words)} words, delay p50 {percentile(run.delays, 50):.2f} s "

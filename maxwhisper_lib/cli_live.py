@@ -144,14 +144,11 @@ def run_live(args: argparse.Namespace, load: BackendLoader) -> int:
 
 def _fixed_chunks(transcriber, pieces: Iterable[np.ndarray], printer: Printer) -> None:
     """Feed the audio a tenth of a second at a time, without waiting for real time."""
-    from .audio.constants import SAMPLE_RATE
     from .audio.live_input import PIECE_SECONDS
+    from .decoding.live import replay
 
-    step = int(PIECE_SECONDS * SAMPLE_RATE)
-    for piece in pieces:
-        for at in range(0, len(piece), step):
-            printer(transcriber.feed(piece[at : at + step]))
-    printer(transcriber.finish())
+    for update in replay(transcriber, pieces, PIECE_SECONDS):
+        printer(update)
 
 
 __all__ = ["LIVE_OPTIONS", "add_live_options", "live_options", "run_live"]

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pytest
 from server_harness import running
+from test_vad import silence
 
 from maxwhisper_lib.audio.constants import SAMPLE_RATE
 from maxwhisper_lib.audio.live_input import pcm_pieces, pcm_to_float, played
@@ -31,10 +32,6 @@ from maxwhisper_lib.decoding.text import word_error_rate
 from maxwhisper_lib.errors import AudioError, DecodingOptionsError
 
 SR = SAMPLE_RATE
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SR), np.float32)
 
 
 def noise(seconds: float, level: float = 0.01) -> np.ndarray:

@@ -550,13 +550,17 @@ def run_live(
 
 
 def replay(
-    transcriber: LiveTranscriber, samples: np.ndarray, chunk_seconds: float = 0.5
+    transcriber: LiveTranscriber,
+    samples: np.ndarray | Iterable[np.ndarray],
+    chunk_seconds: float = 0.5,
 ) -> Iterable[LiveUpdate]:
-    """Feed ``samples`` ``chunk_seconds`` at a time, as fast as it decodes (no waiting: tests,
-    and a file read faster than real time), then finish; an update per chunk."""
+    """Feed ``samples`` (whole, or as pieces) ``chunk_seconds`` at a time, as fast as it decodes
+    (no waiting: tests, and a file read faster than real time), then finish; an update per
+    chunk."""
     step = max(1, int(chunk_seconds * SAMPLE_RATE))
-    for at in range(0, len(samples), step):
-        yield transcriber.feed(samples[at : at + step])
+    for piece in [samples] if isinstance(samples, np.ndarray) else samples:
+        for at in range(0, len(piece), step):
+            yield transcriber.feed(piece[at : at + step])
     yield transcriber.finish()
 
 

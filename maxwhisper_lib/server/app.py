@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
 import json
 import os
 import time
@@ -32,6 +31,7 @@ from .. import __version__
 from ..audio.load import load_audio
 from ..errors import AudioError, DecodingOptionsError
 from . import formats
+from .auth import bearer_key, key_problem
 from .batcher import Done, Event, Failed, Segments, ServerBusyError, Started
 from .live import live_endpoint
 from .uploads import UploadError, read_form
@@ -286,18 +286,11 @@ def create_app(service: Service, *, manage_scheduler: bool = True) -> FastAPI:
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
         if service.api_key and request.url.path.startswith("/v1/"):
-            header = request.headers.get("authorization", "")
-            scheme, _, key = header.partition(" ")
-            if scheme.lower() != "bearer" or not key.strip():
-                return ApiError(
-                    401,
-                    "you did not provide an API key: send it as 'Authorization: Bearer KEY'",
-                    code="missing_api_key",
-                ).response()
-            if not hmac.compare_digest(key.strip().encode(), service.api_key.encode()):
-                return ApiError(
-                    401, "incorrect API key provided", code="invalid_api_key"
-                ).response()
+            given = bearer_key(request.headers.get("authorization", ""))
+            problem = key_problem(given, service.api_key, "'Authorization: Bearer KEY'")
+            if problem is not None:
+                code, message = problem
+                return ApiError(401, message, code=code).response()
         return await call_next(request)
 
     @app.websocket("/v1/audio/live")

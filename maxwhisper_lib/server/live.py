@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..audio.live_input import PCM_FORMAT, pcm_to_float
 from ..decoding.live import LiveOptions, LiveRequest, LiveTranscript, decode_options, words_of
 from ..errors import AudioError, DecodingOptionsError
+from .auth import bearer_key, key_problem
 from .batcher import Done, Failed, ServerBusyError
 
 if TYPE_CHECKING:
@@ -91,14 +91,12 @@ class LiveStream:
         key = self.service.api_key
         if not key:
             return
-        header = self.websocket.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        given = given.strip() if scheme.lower() == "bearer" else ""
+        given = bearer_key(self.websocket.headers.get("authorization", ""))
         given = given or self.websocket.query_params.get("api_key", "")
-        if not given:
-            raise LiveError("you did not provide an API key", "missing_api_key", POLICY)
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise LiveError("incorrect API key provided", "invalid_api_key", POLICY)
+        problem = key_problem(given, key, "'Authorization: Bearer KEY' or ?api_key=KEY")
+        if problem is not None:
+            code, message = problem
+            raise LiveError(message, code, POLICY)
 
     async def run(self) -> None:
         self.check_key()

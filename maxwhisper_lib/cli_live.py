@@ -5,7 +5,8 @@ chunks), ``-`` reads raw PCM from standard input (16 kHz mono signed 16-bit litt
 ``arecord -f S16_LE -r 16000 -c 1`` or ``ffmpeg ... -f s16le -ar 16000 -ac 1 -``). Each
 confirmation is one line on stdout the moment it is confirmed (``[start --> end] text``, never
 revised); the tentative text (on a terminal) and a summary go to stderr. Decoding is greedy at
-``--temperature`` without fallback, with word timestamps (the policy needs them).
+``--temperature``, with word timestamps (the policy needs them); only an utterance's last decode
+falls back to higher temperatures.
 """
 
 from __future__ import annotations

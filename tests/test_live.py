@@ -22,9 +22,11 @@ from maxwhisper_lib.audio.live_input import pcm_pieces, pcm_to_float, played
 from maxwhisper_lib.audio.speech_gate import SpeechAudio, SpeechEnd, SpeechGate
 from maxwhisper_lib.decoding.live import (
     LiveOptions,
+    LiveRequest,
     LiveTranscriber,
     LiveTranscript,
     LiveWord,
+    decode_options,
     replay,
     words_of,
 )
@@ -141,6 +143,28 @@ def test_words_never_agreed_on_are_confirmed_once_they_are_old():
     assert update.tentative == " tree four"
 
 
+def test_a_decoding_loop_is_not_confirmed_for_being_old():
+    t = policy(max_tentative_seconds=2.0)
+    loop = [LiveWord(1.0 + 0.2 * i, 1.2 + 0.2 * i, " few", repeats=True) for i in range(5)]
+    decode(t, 1.0, [w("one", 0.0, 0.5)])
+    decode(t, 1.0, [w("won", 0.0, 0.5), *loop[:2]])
+    _, update = decode(t, 1.0, [w("on", 0.0, 0.5), *loop])
+    # "on" is old and confirmed; the looping words after it are not, old as they are
+    assert [c.text for c in update.confirmed] == [" on"]
+    assert update.tentative == " few" * 5
+
+
+def test_an_utterances_last_decode_falls_back_to_higher_temperatures():
+    def options(final: bool, **given):
+        return decode_options(LiveRequest(noise(1.0), 0.0, "", final, 1), given)["temperature"]
+
+    assert options(False) == 0.0 and options(False, temperature=0.4) == 0.4
+    assert options(True) == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert options(True, temperature=0.5) == (0.5, 0.7, 0.9)
+    assert options(True, temperature=(0.0, 0.5)) == (0.0, 0.5)
+    assert options(False, temperature=(0.3, 0.5)) == 0.3
+
+
 def test_agreement_of_three_needs_three_hypotheses():
     t = policy(agreement=3)
     words = [w("ask", 0.0, 0.4), w("not", 0.4, 0.8)]
@@ -246,6 +270,13 @@ def test_words_of_moves_a_result_onto_the_stream_and_drops_bare_punctuation():
     }
     words, ends = words_of(result, 10.0)
     assert words == [LiveWord(10.1, 10.5, " Hi", 0.9)] and ends == [11.0, 12.0]
+    looping = {
+        "end": 3.0,
+        "compression_ratio": 2.5,
+        "words": [{"word": " a", "start": 0, "end": 1}],
+    }
+    words, _ = words_of({"segments": [looping]}, 0.0)
+    assert words[0].repeats
 
 
 def test_silence_is_never_decoded(tiny_weights):
@@ -455,6 +486,10 @@ def test_bad_streams_get_an_error_and_are_closed_while_others_go_on(scripted_liv
     assert code == 1008 and "agreement" in messages[-1]["message"]
     messages, code = bad_stream(ws_url(url, "colour=red"), b"")
     assert code == 1008 and "colour" in messages[-1]["message"]
+    messages, code = bad_stream(ws_url(url, "max_tentative_seconds=0.2"), b"")
+    assert code == 1008 and "max_tentative_seconds" in messages[-1]["message"]
+    messages, code = bad_stream(ws_url(url, "temperature=2"), b"")
+    assert code == 1008 and "temperature" in messages[-1]["message"]
     quiet.join(60)
     messages, code = results["quiet"]
     assert code == 1000

@@ -43,6 +43,11 @@ TAIL_SECONDS = 0.3
 UNHEARD_SECONDS = 1.0
 """An utterance's last decode that stops this long before its speech does is followed by one
 more for the rest."""
+LOOP_COMPRESSION = 2.4
+"""A segment whose text's compression ratio is over this repeats itself (``transcribe``'s
+``compression_ratio_threshold``)."""
+FALLBACK_STEP = 0.2
+"""The temperature step of an utterance's last decode's fallback."""
 MAX_OVERLAP_WORDS = 5
 """The longest run of words at a hypothesis' start checked against the confirmed words' end."""
 
@@ -94,6 +99,8 @@ class LiveWord:
     end: float
     text: str
     probability: float = 1.0
+    repeats: bool = False
+    """Its segment repeats itself (a decoding loop): never confirmed for being old alone."""
 
     @property
     def key(self) -> str:
@@ -161,10 +168,12 @@ class LiveRequest:
 
 def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
     """The words of a ``transcribe`` result (word timestamps on) and its segments' ends, moved
-    to the stream's timeline (the buffer began at ``start``)."""
+    to the stream's timeline (the buffer began at ``start``); words of a segment whose
+    compression ratio is over ``LOOP_COMPRESSION`` are marked as repeating."""
     words, ends = [], []
     for segment in result.get("segments", []):
         ends.append(start + float(segment["end"]))
+        repeats = float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
         for word in segment.get("words") or []:
             if not re.search(r"\w", word["word"]):
                 continue  # punctuation alone: nothing to confirm
@@ -174,6 +183,7 @@ def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
                     start + float(word["end"]),
                     word["word"],
                     float(word.get("probability", 1.0)),
+                    repeats,
                 )
             )
     return words, ends
@@ -410,9 +420,9 @@ class LiveTranscript:
 
 
 def _prefix_ending_by(words: list[LiveWord], time: float) -> list[LiveWord]:
-    """The words, from the start, that end by ``time``."""
+    """The words, from the start, that end by ``time``, up to the first that repeats."""
     count = 0
-    while count < len(words) and words[count].end <= time:
+    while count < len(words) and words[count].end <= time and not words[count].repeats:
         count += 1
     return words[:count]
 
@@ -433,12 +443,21 @@ Decode = Callable[[LiveRequest], tuple[list[LiveWord], list[float]]]
 
 
 def decode_options(request: LiveRequest, options: dict) -> dict:
-    """``transcribe``'s keyword arguments for a request: greedy at temperature 0 unless
-    ``options`` say otherwise, word timestamps, the prompt."""
+    """``transcribe``'s keyword arguments for a request: greedy at ``options``' temperature (0 by
+    default; the first of a sequence) without fallback, but for an utterance's last decode,
+    which confirms all it hears: that one falls back (by 0.2 up to 1.0, or along the sequence
+    given) as ``transcribe`` does, so that a decoding loop is decoded again; word timestamps;
+    the prompt."""
+    given = options.get("temperature", 0.0)
+    if isinstance(given, int | float):
+        steps = max(round((1.0 - given) / FALLBACK_STEP), 0)
+        schedule = tuple(round(given + FALLBACK_STEP * i, 6) for i in range(steps + 1))
+    else:
+        schedule = tuple(given) or (0.0,)
     return {
-        "temperature": 0.0,
         "condition_on_previous_text": False,
         **options,
+        "temperature": schedule if request.final else schedule[0],
         "word_timestamps": True,
         "initial_prompt": request.prompt or None,
     }

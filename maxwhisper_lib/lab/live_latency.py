@@ -264,6 +264,7 @@ def run_server_streams(
     streams: int = 4,
     seconds: float = 60.0,
     chunk_seconds: float = LiveOptions.chunk_seconds,
+    max_tentative_seconds: float = LiveOptions.max_tentative_seconds,
 ) -> dict:
     """``streams`` clients at once on one ``maxwhisper-server``'s ``/v1/audio/live``, each
     sending ``seconds`` of speech built from the dev clips (each starting at another clip) at
@@ -289,6 +290,7 @@ def run_server_streams(
         url = (
             running.url.replace("http://", "ws://")
             + f"/v1/audio/live?chunk_seconds={chunk_seconds}"
+            + f"&max_tentative_seconds={max_tentative_seconds}"
         )
         stream_to_server(url, inputs[0][: 5 * SAMPLE_RATE], speed=0)  # first-call costs
         threads = [
@@ -327,6 +329,7 @@ def run_server_streams(
         "clock": "real",
         "streams": streams,
         "chunk_seconds": chunk_seconds,
+        "max_tentative_seconds": max_tentative_seconds,
         "summary": summary(runs),
         "runs": [{**asdict(r), "wer": r.wer} for r in runs],
     }
@@ -342,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--long_seconds", type=float, default=0.0)
     parser.add_argument("--chunk_seconds", type=float, default=LiveOptions.chunk_seconds)
     parser.add_argument("--agreement", type=int, default=LiveOptions.agreement)
+    parser.add_argument(
+        "--max_tentative_seconds", type=float, default=LiveOptions.max_tentative_seconds
+    )
+    parser.add_argument("--tag", default="", help="added to the output file's name")
     parser.add_argument("--vad", type=int, default=1)
     parser.add_argument("--min_silence_ms", type=int, default=None)
     parser.add_argument(
@@ -351,11 +358,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.server_streams:
         result = run_server_streams(
-            args.model, args.dtype, args.server_streams, args.server_seconds, args.chunk_seconds
+            args.model,
+            args.dtype,
+            args.server_streams,
+            args.server_seconds,
+            args.chunk_seconds,
+            args.max_tentative_seconds,
         )
         print(json.dumps(result["summary"], indent=1))
         args.output.mkdir(parents=True, exist_ok=True)
-        name = f"live-server-{args.server_streams}-{args.dtype}-chunk{args.chunk_seconds:g}.json"
+        name = f"live-server-{args.server_streams}-{args.dtype}-chunk{args.chunk_seconds:g}"
+        name += f"{args.tag}.json"
         with atomic_text_file(args.output / name) as out:
             json.dump(result, out, indent=1, default=str)
         return
@@ -365,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = LiveOptions(
         chunk_seconds=args.chunk_seconds,
         agreement=args.agreement,
+        max_tentative_seconds=args.max_tentative_seconds,
         vad=bool(args.vad),
         vad_parameters=vad,
     )
@@ -378,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(json.dumps(result["summary"], indent=1))
     args.output.mkdir(parents=True, exist_ok=True)
-    name = f"live-{args.dtype}-{args.clock}.json"
+    name = f"live-{args.dtype}-{args.clock}{args.tag}.json"
     with atomic_text_file(args.output / name) as out:
         json.dump(result, out, indent=1, default=str)
 

@@ -339,3 +339,70 @@ def test_max_modes_sit_beside_max_not_among_its_peers():
     assert modes.loc["max-int8", "seconds_over_float32"] == pytest.approx(0.7)
     assert modes.loc["max-int8", "verdict"] == "0.70x (no target)"
     assert modes.loc["max-host-loop", "verdict"] == "short by 0.03x: 1.02x of 1.05x"
+
+
+@pytest.mark.slow
+def test_device_size_rows_agree_and_time_every_batch(tmp_path):
+    """The GPU size benchmark's CPU form on tiny.en: MAX, PyTorch and CTranslate2 each checked
+    against PyTorch float32 and timed at every encoder and decoder batch; the rows and speed-ups
+    written as they come; a deadline already passed measures nothing and says so."""
+    from maxwhisper_lib.lab.benchmark.gpu_sizes import Plan, run
+
+    plan = Plan("cpu", ("float32",), encoder_batches=(1, 2), decoder_batches=(1, 3), steps=3)
+    result = run(["tiny.en"], plan, tmp_path, deadline=None)
+    rows = {row["engine"]: row for row in result["rows"]}
+    assert sorted(rows) == ["ctranslate2", "max", "pytorch"] and not result["skipped"]
+    for row in rows.values():
+        assert row["agrees"] and row["encoder_rel_error"] < 1e-4
+        assert all(row[f"{p}_ms_b{b}"] > 0 for p, b in [("encoder", 1), ("encoder", 2)])
+        assert all(row[f"step_ms_b{b}"] > 0 for b in (1, 3))
+    assert rows["max"]["logits_rel_error"] < 1e-4
+    written = pd.read_csv(tmp_path / "sizes.csv")
+    assert list(written["engine"]) == ["max", "pytorch", "ctranslate2"]
+    speedups = pd.read_csv(tmp_path / "speedups.csv")
+    assert speedups.loc[0, "step_ms_b3_vs_pytorch"] == pytest.approx(
+        rows["pytorch"]["step_ms_b3"] / rows["max"]["step_ms_b3"]
+    )
+    late = run(["tiny.en", "base"], plan, None, deadline=-1.0)
+    assert late == {"rows": [], "skipped": ["tiny.en", "base"]}
+
+
+@pytest.mark.slow
+def test_batch_throughput_runs_both_engines_on_the_same_windows():
+    """MAX's transcribe_batch and faster-whisper's batched pipeline over the same two files
+    (tiny.en, real weights, greedy): each times the files and generates about as many tokens."""
+    from maxwhisper_lib.lab.benchmark.batch_throughput import (
+        run_faster_whisper,
+        run_max,
+        speech_files,
+    )
+    from maxwhisper_lib.lab.benchmark.sizes import size_weights
+
+    weights = size_weights("tiny.en")
+    files = speech_files(2, 12.0)
+    assert [len(f) for f in files] == [12 * SAMPLE_RATE] * 2
+    ours = run_max(weights, files, 2, "cpu", "float32")
+    theirs = run_faster_whisper("tiny.en", weights, files, 2, "cpu", "float32")
+    assert ours["seconds"] > 0 and theirs["seconds"] > 0
+    assert 0.8 < ours["tokens"] / theirs["tokens"] < 1.25
+
+
+def test_a_random_sized_ct2_folder_has_what_faster_whisper_reads(tmp_path):
+    """Random weights at a multilingual size: the CTranslate2 folder carries a tokenizer with the
+    special tokens at our tokenizer's ids and the suppressions faster-whisper's generate reads."""
+    from tokenizers import Tokenizer
+
+    from maxwhisper_lib.checkpoints.catalog import official_dims
+    from maxwhisper_lib.checkpoints.synthetic import random_weights
+    from maxwhisper_lib.decoding.tokenizer import get_tokenizer
+    from maxwhisper_lib.lab.benchmark.batch_throughput import ct2_folder
+
+    weights = random_weights(official_dims("tiny", max_layers=1), seed=1, name="random-tiny")
+    folder = ct2_folder("tiny", weights, tmp_path)
+    ours = get_tokenizer(weights.dims, language="en", task="transcribe")
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert tokenizer.token_to_id("<|startoftranscript|>") == ours.sot
+    assert tokenizer.token_to_id("<|en|>") == ours.sot + 1
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["lang_ids"]) == 99 and config["suppress_ids_begin"] == [220, ours.eot]
+    assert set(config["suppress_ids"]) == set(ours.non_speech_tokens)

@@ -91,7 +91,8 @@ class TorchDecoderSession:
         return self._length
 
     @torch.no_grad()
-    def logits(self, tokens: np.ndarray, positions=(-1,)) -> np.ndarray:
+    def step(self, tokens: np.ndarray) -> torch.Tensor:
+        """Feed ``tokens (batch, n)``; every position's logits, left on the device."""
         x = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.features.device)
         self.kv_cache, hooks = self.model.install_kv_cache_hooks(self.kv_cache)
         try:
@@ -100,7 +101,10 @@ class TorchDecoderSession:
             for hook in hooks:
                 hook.remove()
         self._length += x.shape[1]
-        return out[:, list(positions)].float().cpu().numpy()
+        return out
+
+    def logits(self, tokens: np.ndarray, positions=(-1,)) -> np.ndarray:
+        return self.step(tokens)[:, list(positions)].float().cpu().numpy()
 
     def reorder(self, source_rows: np.ndarray) -> None:
         index = torch.as_tensor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -332,5 +333,58 @@ def plot_sizes(table: pd.DataFrame):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+DEVICE_SIZE_ENGINES = {"max": "MAX", "ctranslate2": "CTranslate2", "pytorch": "PyTorch"}
+DEVICE_SIZE_COLOURS = {
+    "max": ENGINE_COLORS["max"],
+    "ctranslate2": ENGINE_COLORS["faster-whisper-fp16"],
+    "pytorch": ENGINE_COLORS["openai-whisper"],
+}
+
+
+def plot_device_sizes(tables: Mapping[str, pd.DataFrame], batch: int = 1):
+    """Each size's encoder window and decoder token at ``batch`` against parameter count
+    (log-log), from :mod:`maxwhisper_lib.lab.benchmark.gpu_sizes` tables keyed by device (e.g.
+    ``{"H200": ..., "CPU, 2 cores": ...}``): one line per device, engine and precision, MAX in
+    orange; each device its own marker and line style, so a GPU sits beside a CPU."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = (
+        (f"encoder_ms_b{batch}", f"ms per 30-s window (batch {batch})"),
+        (f"step_ms_b{batch}", f"ms per decoder token (batch {batch})"),
+    )
+    styles = (("o", "-"), ("s", "--"), ("^", ":"))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        for (device, table), (marker, line) in zip(tables.items(), styles, strict=False):
+            if column not in table:
+                continue
+            for (engine, dtype), group in table.groupby(["engine", "dtype"], sort=False):
+                group = group.sort_values("parameters_m")
+                ax.plot(
+                    group["parameters_m"],
+                    group[column],
+                    marker=marker,
+                    linestyle=line,
+                    color=DEVICE_SIZE_COLOURS.get(engine, "grey"),
+                    alpha=1.0 if dtype != "bfloat16" else 0.55,
+                    label=f"{device}: {DEVICE_SIZE_ENGINES.get(engine, engine)} {dtype}",
+                )
+            ours = table[table["engine"] == "max"].drop_duplicates("model")
+            for _, row in ours.iterrows():
+                ax.annotate(
+                    row["model"],
+                    (row["parameters_m"], row[column]),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=7,
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters (millions)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig

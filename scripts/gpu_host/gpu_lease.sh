@@ -11,6 +11,8 @@
 #   scripts/gpu_host/gpu_lease.sh stage OUT DTYPE STAGES [papermill -p ...]   # host: one pipeline run
 #   scripts/gpu_host/gpu_lease.sh loop OUT [DTYPE [gpu_decode_loop.py options]]  # host: the device loop
 #   scripts/gpu_host/gpu_lease.sh server OUT [REQUESTS]  # host: maxwhisper-server under load (lab/server_load.py)
+#   scripts/gpu_host/gpu_lease.sh sizes OUT [MODELS]     # host: every size (lab/benchmark/gpu_sizes.py; DTYPES, DEADLINE)
+#   scripts/gpu_host/gpu_lease.sh throughput OUT [MODEL] # host: 64 files batched (lab/benchmark/batch_throughput.py)
 #
 # `install` writes $LEASE/env.sh; `stage` sources it, runs the pipeline into $LEASE/reports with a
 # deadline and leaves a tar of every report (and its log) in OUT, so a run cut short still
@@ -184,7 +186,38 @@ server() {  # maxwhisper-server on the GPU: 1-64 clients, one request at a time,
   return 0
 }
 
-cmd=${1:?usage: scripts/gpu_host/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...] | loop OUT [DTYPE [...]] | server OUT [REQUESTS]}
+sizes() {  # issue 40: every size's encoder window and decoder token, MAX beside CTranslate2 and PyTorch
+  local out=$1 models=${2:-tiny.en,base,small,medium,large-v3-turbo,distil-large-v3,large-v3}
+  use_env
+  mkdir -p "$LEASE/reports"
+  local id=gpu-sizes-$(date +%H%M%S) deadline=${DEADLINE:-420}
+  set +e  # no size starts after deadline - 150 s (the largest takes about that); then the tar
+  timeout "$deadline" python3 -m maxwhisper_lib.lab.benchmark.gpu_sizes --device gpu \
+      --models "$models" --dtypes "${DTYPES:-float16,bfloat16}" --deadline $((deadline - 150)) \
+      --output "$LEASE/reports/$id" 2>&1 | tee "$LEASE/reports/$id.log"
+  log "gpu_sizes rc=${PIPESTATUS[0]}"
+  set -e
+  { nvidia-smi; python3 "$HERE/offline_host.py" check; } > "$LEASE/reports/$id/host.txt" 2>&1 || true
+  tar -C "$LEASE" -czf "$out/$id.tgz" reports
+  return 0
+}
+
+throughput() {  # issue 40: 64 files of 30 s, MAX transcribe_batch against BatchedInferencePipeline
+  local out=$1 model=${2:-large-v3-turbo}
+  use_env
+  mkdir -p "$LEASE/reports"
+  local id=gpu-throughput-$(date +%H%M%S)
+  set +e
+  timeout "${DEADLINE:-300}" python3 -m maxwhisper_lib.lab.benchmark.batch_throughput --device gpu \
+      --model "$model" --files "${FILES:-64}" --batches "${BATCHES:-16,64}" \
+      --output "$LEASE/reports/$id" 2>&1 | tee "$LEASE/reports/$id.log"
+  log "batch_throughput rc=${PIPESTATUS[0]}"
+  set -e
+  tar -C "$LEASE" -czf "$out/$id.tgz" reports
+  return 0
+}
+
+cmd=${1:?usage: scripts/gpu_host/gpu_lease.sh pack | part N | install N | stage OUT DTYPE STAGES [...] | loop OUT [DTYPE [...]] | server OUT [REQUESTS] | sizes OUT [MODELS] | throughput OUT [MODEL]}
 shift
 case "$cmd" in
   pack) pack ;;
@@ -193,5 +226,7 @@ case "$cmd" in
   stage) stage "$@" ;;
   loop) loop "$@" ;;
   server) server "$@" ;;
+  sizes) sizes "$@" ;;
+  throughput) throughput "$@" ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

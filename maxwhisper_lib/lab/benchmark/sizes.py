@@ -113,9 +113,10 @@ def _ct2_generate_seconds(model, features, prompt: list[int], max_length: int, e
     return time.perf_counter() - start, len(result[0].sequences_ids[0])
 
 
-def load_ct2(weights: WhisperWeights, compute_type: str = "float32"):
-    """faster-whisper's engine (``ctranslate2.models.Whisper``, ``compute_type``, this machine's
-    cores) on ``weights``, written to a temporary CTranslate2 folder."""
+def load_ct2(weights: WhisperWeights, compute_type: str = "float32", device: str = "cpu"):
+    """faster-whisper's engine (``ctranslate2.models.Whisper``, ``compute_type``, on ``device``:
+    ``cpu`` with this machine's cores, or ``cuda``) on ``weights``, written to a temporary
+    CTranslate2 folder."""
     import ctranslate2
 
     from ...checkpoints.ct2 import write_ct2_folder
@@ -124,7 +125,7 @@ def load_ct2(weights: WhisperWeights, compute_type: str = "float32"):
         write_ct2_folder(weights, Path(folder) / "model")
         return ctranslate2.models.Whisper(
             str(Path(folder) / "model"),
-            device="cpu",
+            device=device,
             compute_type=compute_type,
             intra_threads=usable_cores(),
         )

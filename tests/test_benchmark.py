@@ -406,3 +406,21 @@ def test_a_random_sized_ct2_folder_has_what_faster_whisper_reads(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     assert len(config["lang_ids"]) == 99 and config["suppress_ids_begin"] == [220, ours.eot]
     assert set(config["suppress_ids"]) == set(ours.non_speech_tokens)
+
+
+def test_device_size_plot_draws_a_line_per_device_engine_and_precision():
+    """Notebook 04's size-by-device figure from the committed rehearsal: one line per engine and
+    precision for each device given, through every size measured, MAX's points named."""
+    from maxwhisper_lib.lab import plots
+    from maxwhisper_lib.paths import reports_dir
+
+    table = pd.read_csv(reports_dir() / "cpu-2core-gpu-sizes" / "sizes.csv")
+    half = table.assign(dtype="float16")  # stands for a second device's table
+    figure = plots.plot_device_sizes({"CPU": table, "GPU": half})
+    sizes = table["model"].nunique()
+    for ax in figure.axes:
+        assert len(ax.lines) == 2 * table.groupby(["engine", "dtype"]).ngroups == 6
+        assert all(len(line.get_xdata()) == sizes for line in ax.lines)
+        assert len(ax.texts) == 2 * sizes
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "CPU: MAX float32" in labels and "GPU: CTranslate2 float16" in labels

@@ -488,6 +488,8 @@ def test_bad_streams_get_an_error_and_are_closed_while_others_go_on(scripted_liv
     assert code == 1008 and "colour" in messages[-1]["message"]
     messages, code = bad_stream(ws_url(url, "max_tentative_seconds=0.2"), b"")
     assert code == 1008 and "max_tentative_seconds" in messages[-1]["message"]
+    messages, code = bad_stream(ws_url(url, "buffer_seconds=40"), b"")
+    assert code == 1008 and "buffer_seconds" in messages[-1]["message"]
     messages, code = bad_stream(ws_url(url, "temperature=2"), b"")
     assert code == 1008 and "temperature" in messages[-1]["message"]
     quiet.join(60)

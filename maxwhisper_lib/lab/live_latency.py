@@ -265,6 +265,7 @@ def run_server_streams(
     seconds: float = 60.0,
     chunk_seconds: float = LiveOptions.chunk_seconds,
     max_tentative_seconds: float = LiveOptions.max_tentative_seconds,
+    buffer_seconds: float = LiveOptions.buffer_seconds,
 ) -> dict:
     """``streams`` clients at once on one ``maxwhisper-server``'s ``/v1/audio/live``, each
     sending ``seconds`` of speech built from the dev clips (each starting at another clip) at
@@ -290,7 +291,7 @@ def run_server_streams(
         url = (
             running.url.replace("http://", "ws://")
             + f"/v1/audio/live?chunk_seconds={chunk_seconds}"
-            + f"&max_tentative_seconds={max_tentative_seconds}"
+            + f"&max_tentative_seconds={max_tentative_seconds}&buffer_seconds={buffer_seconds}"
         )
         stream_to_server(url, inputs[0][: 5 * SAMPLE_RATE], speed=0)  # first-call costs
         threads = [
@@ -330,6 +331,7 @@ def run_server_streams(
         "streams": streams,
         "chunk_seconds": chunk_seconds,
         "max_tentative_seconds": max_tentative_seconds,
+        "buffer_seconds": buffer_seconds,
         "summary": summary(runs),
         "runs": [{**asdict(r), "wer": r.wer} for r in runs],
     }
@@ -348,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--max_tentative_seconds", type=float, default=LiveOptions.max_tentative_seconds
     )
+    parser.add_argument("--buffer_seconds", type=float, default=LiveOptions.buffer_seconds)
     parser.add_argument("--tag", default="", help="added to the output file's name")
     parser.add_argument("--vad", type=int, default=1)
     parser.add_argument("--min_silence_ms", type=int, default=None)
@@ -364,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.server_seconds,
             args.chunk_seconds,
             args.max_tentative_seconds,
+            args.buffer_seconds,
         )
         print(json.dumps(result["summary"], indent=1))
         args.output.mkdir(parents=True, exist_ok=True)
@@ -379,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         chunk_seconds=args.chunk_seconds,
         agreement=args.agreement,
         max_tentative_seconds=args.max_tentative_seconds,
+        buffer_seconds=args.buffer_seconds,
         vad=bool(args.vad),
         vad_parameters=vad,
     )

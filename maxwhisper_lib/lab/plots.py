@@ -319,22 +319,27 @@ def plot_sizes(table: pd.DataFrame):
                 markerfacecolor="none",
                 color=colour,
             )
-        for _, row in table.iterrows():
-            ax.annotate(
-                row["model"],
-                (row["parameters_m"], row[f"max_{part}_ms"]),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=7,
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters (millions)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
+        _size_axes(ax, table, f"max_{part}_ms", label)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _size_axes(ax, points: pd.DataFrame, column: str, label: str) -> None:
+    """Name each of MAX's ``points`` after its model; log-log axes over parameter count."""
+    for _, row in points.iterrows():
+        ax.annotate(
+            row["model"],
+            (row["parameters_m"], row[column]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=7,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (millions)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3, which="both")
 
 
 DEVICE_SIZE_ENGINES = {"max": "MAX", "ctranslate2": "CTranslate2", "pytorch": "PyTorch"}
@@ -371,20 +376,7 @@ def plot_device_sizes(tables: Mapping[str, pd.DataFrame], batch: int = 1):
                     alpha=1.0 if dtype != "bfloat16" else 0.55,
                     label=f"{device}: {DEVICE_SIZE_ENGINES.get(engine, engine)} {dtype}",
                 )
-            ours = table[table["engine"] == "max"].drop_duplicates("model")
-            for _, row in ours.iterrows():
-                ax.annotate(
-                    row["model"],
-                    (row["parameters_m"], row[column]),
-                    textcoords="offset points",
-                    xytext=(4, -10),
-                    fontsize=7,
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters (millions)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
+            _size_axes(ax, table[table["engine"] == "max"].drop_duplicates("model"), column, label)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -161,19 +161,12 @@ def measure_max(weights, dtype: str, plan: Plan, inputs: Inputs) -> dict:
     device = runtime.get_device(model.device_name)
     sync = device.synchronize
     features = model.embed_audio(inputs.mel)
-    session = model.start_decoding(features, _rows(1))
-    logits = session.logits(np.array([inputs.prompt]))
-    for token in inputs.tokens:
-        logits = session.logits(np.array([[token]]))
-    row.update(_errors(features.numpy(), logits, inputs))
+    row.update(_agreement(model, features, inputs))
     for batch in plan.encoder_batches:
         mel = runtime.to_device_as(np.repeat(inputs.mel, batch, 0), model.dtype, model.device_name)
         seconds = median_seconds(lambda m=mel: model.embed_audio(m), sync, plan.repeats)
         row[f"encoder_ms_b{batch}"] = seconds * 1e3
-    for batch in plan.decoder_batches:
-        start_session = partial(model.start_decoding, features, _rows(batch))
-        row[f"step_ms_b{batch}"] = step_seconds(start_session, inputs, batch, sync, plan) * 1e3
-    return row
+    return row | _step_times(model, features, inputs, plan, sync)
 
 
 def measure_torch(weights, dtype: str, plan: Plan, inputs: Inputs) -> dict:
@@ -192,21 +185,14 @@ def measure_torch(weights, dtype: str, plan: Plan, inputs: Inputs) -> dict:
             torch.cuda.synchronize()
 
     features = model.embed_audio(inputs.mel)
-    session = model.start_decoding(features, _rows(1))
-    logits = session.logits(np.array([inputs.prompt]))
-    for token in inputs.tokens:
-        logits = session.logits(np.array([[token]]))
-    row.update(_errors(features.numpy(), logits, inputs))
+    row.update(_agreement(model, features, inputs))
     for batch in plan.encoder_batches:
         mel = np.repeat(inputs.mel, batch, 0)
         tensor = torch.as_tensor(mel, device=device).to(getattr(torch, dtype))
         with torch.no_grad():
             seconds = median_seconds(lambda t=tensor: model.model.encoder(t), sync, plan.repeats)
         row[f"encoder_ms_b{batch}"] = seconds * 1e3
-    for batch in plan.decoder_batches:
-        start_session = partial(model.start_decoding, features, _rows(batch))
-        row[f"step_ms_b{batch}"] = step_seconds(start_session, inputs, batch, sync, plan) * 1e3
-    return row
+    return row | _step_times(model, features, inputs, plan, sync)
 
 
 def measure_ct2(weights, dtype: str, plan: Plan, inputs: Inputs) -> dict:
@@ -261,6 +247,25 @@ def measure_ct2(weights, dtype: str, plan: Plan, inputs: Inputs) -> dict:
         )
         row[f"step_ms_b{batch}"] = float(slope) * 1e3
     return row
+
+
+def _agreement(model, features, inputs: Inputs) -> dict:
+    """A MAX or PyTorch model's errors at batch 1: its encoder output, and its logits after the
+    prompt and the tokens."""
+    session = model.start_decoding(features, _rows(1))
+    logits = session.logits(np.array([inputs.prompt]))
+    for token in inputs.tokens:
+        logits = session.logits(np.array([[token]]))
+    return _errors(features.numpy(), logits, inputs)
+
+
+def _step_times(model, features, inputs: Inputs, plan: Plan, sync) -> dict:
+    """A MAX or PyTorch model's milliseconds per decoder token at each decoder batch."""
+    times = {}
+    for batch in plan.decoder_batches:
+        start_session = partial(model.start_decoding, features, _rows(batch))
+        times[f"step_ms_b{batch}"] = step_seconds(start_session, inputs, batch, sync, plan) * 1e3
+    return times
 
 
 def _errors(encoder: np.ndarray, logits: np.ndarray | None, inputs: Inputs) -> dict:

@@ -193,7 +193,7 @@ sizes() {  # issue 40: every size's encoder window and decoder token, MAX beside
   local id=gpu-sizes-$(date +%H%M%S) deadline=${DEADLINE:-420}
   set +e  # no size starts after deadline - 150 s (the largest takes about that); then the tar
   timeout "$deadline" python3 -m maxwhisper_lib.lab.benchmark.gpu_sizes --device gpu \
-      --models "$models" --dtypes "${DTYPES:-float16,bfloat16}" --deadline $((deadline - 150)) \
+      --models "$models" --dtypes "${DTYPES:-float16}" --deadline $((deadline - 150)) \
       --output "$LEASE/reports/$id" 2>&1 | tee "$LEASE/reports/$id.log"
   log "gpu_sizes rc=${PIPESTATUS[0]}"
   set -e

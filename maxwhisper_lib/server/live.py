@@ -13,8 +13,8 @@ works too, without the last confirmations). The server answers with JSON text me
   that is neither audio nor ``end``, 1008: bad API key or options, 1013: too many streams).
 
 Query parameters: ``language``, ``prompt``, ``temperature``, ``chunk_seconds``, ``agreement``,
-``max_tentative_seconds``, ``buffer_seconds``, ``vad`` (``true``/``false``). With an API key, send it as ``Authorization: Bearer KEY`` or
-``?api_key=KEY``. Each stream's decodes go through the server's batcher, batched with those of
+``max_tentative_seconds``, ``buffer_seconds``, ``vad`` (``true``/``false``). With an API key,
+send it as ``Authorization: Bearer KEY`` or ``?api_key=KEY``. Each stream's decodes go through the server's batcher, batched with those of
 the other streams and with file requests. This is MAX-Whisper's own message shape, not OpenAI's
 realtime API (whose sessions, events and base64 audio are a different protocol).
 """
@@ -60,8 +60,17 @@ def _flag(value: str) -> bool:
 
 def parse_params(params: dict[str, str]) -> tuple[LiveOptions, dict]:
     """The stream's policy options and decoding options from the query (LiveError if bad)."""
-    known = {"language", "prompt", "temperature", "chunk_seconds", "agreement", "vad", "api_key"}
-    known |= {"max_tentative_seconds", "buffer_seconds"}
+    known = {
+        "language",
+        "prompt",
+        "temperature",
+        "chunk_seconds",
+        "agreement",
+        "max_tentative_seconds",
+        "buffer_seconds",
+        "vad",
+        "api_key",
+    }
     unknown = set(params) - known
     try:
         if unknown:

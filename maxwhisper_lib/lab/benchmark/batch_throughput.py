@@ -17,6 +17,7 @@ into one, cut back into the same 30-s clips (``clip_timestamps``): the same wind
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -30,6 +31,7 @@ import numpy as np
 from ...atomic import atomic_text_file
 from ...audio.constants import SAMPLE_RATE
 from ...engine.machine import cpu_model, usable_cores
+from ...errors import WeightsError
 from .sizes import PACKAGED, size_weights
 
 GREEDY = {
@@ -118,10 +120,8 @@ def ct2_folder(name: str, weights, temporary: Path) -> Path:
     from ...decoding.tokenizer import get_tokenizer
 
     if name in PACKAGED:
-        try:
+        with contextlib.suppress(WeightsError):  # a package without a CTranslate2 copy (base)
             return ct2_path(name)
-        except Exception:
-            pass
     folder = write_ct2_folder(weights, temporary / "model")
     vocabulary = {token: i for i, token in enumerate(ct2_vocabulary(weights.dims))}
     tokenizer = Tokenizer(WordLevel(vocabulary, unk_token=next(iter(vocabulary))))

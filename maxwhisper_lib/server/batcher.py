@@ -151,8 +151,9 @@ class Batcher:
         """Queue a request; its events go to ``on_event`` from the batcher's thread.
         ``share_prompt``: its prompt may be cut to the length of its batch-mates' that may too,
         so that they decode in one session (live decodes; a file's transcript stays its own)."""
-        job = Job(np.asarray(samples, dtype=np.float32), options, on_event)
-        job.share_prompt = share_prompt
+        job = Job(
+            np.asarray(samples, dtype=np.float32), options, on_event, share_prompt=share_prompt
+        )
         with self._condition:
             if self._stopping:
                 raise ServerBusyError("the server is shutting down")

@@ -32,7 +32,7 @@ from ...atomic import atomic_text_file
 from ...audio.constants import SAMPLE_RATE
 from ...engine.machine import cpu_model, usable_cores
 from ...errors import WeightsError
-from .sizes import PACKAGED, size_weights
+from .sizes import PACKAGED, language_of, size_weights
 
 GREEDY = {
     "temperature": 0.0,
@@ -90,7 +90,7 @@ def run_faster_whisper(
         "log_prob_threshold": None,
         "no_speech_threshold": None,
     }
-    options.update({k: v for k, v in language_of(weights.dims).items() if k == "language"})
+    options.update(language_of(weights.dims))  # faster-whisper takes language and task too
 
     def transcribe(audio: list[np.ndarray]) -> int:
         joined = np.concatenate(audio)
@@ -135,11 +135,6 @@ def ct2_folder(name: str, weights, temporary: Path) -> Path:
     }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-def language_of(dims) -> dict:
-    """English for a multilingual model (random weights detect nothing)."""
-    return {"language": "en", "task": "transcribe"} if dims.is_multilingual else {}
 
 
 def measure(

@@ -43,7 +43,7 @@ import pandas as pd
 from ...atomic import atomic_text_file
 from ...engine.machine import cpu_model
 from ..checks import compare
-from .sizes import PACKAGED, size_weights
+from .sizes import PACKAGED, language_of, size_weights
 
 SIZES = (
     "tiny.en",
@@ -142,8 +142,7 @@ def _prompt_inputs(weights) -> Inputs:
     dims = weights.dims
     rng = np.random.default_rng(0)
     mel = rng.normal(-0.2, 0.4, size=(1, dims.n_mels, 2 * dims.n_audio_ctx)).astype(np.float32)
-    language = {"language": "en", "task": "transcribe"} if dims.is_multilingual else {}
-    tokenizer = get_tokenizer(dims, **language)
+    tokenizer = get_tokenizer(dims, **language_of(dims))
     prompt = [*tokenizer.sot_sequence_including_notimestamps, *tokenizer.encode(" And so my")]
     return Inputs(mel, prompt, [], tokenizer.eot)
 

@@ -57,6 +57,12 @@ def size_weights(name: str) -> WhisperWeights:
     return random_weights(official_dims(name), seed=11, dtype="float16", name=f"random-{name}")
 
 
+def language_of(dims) -> dict:
+    """English transcription for a multilingual model (random weights detect nothing), else
+    nothing to say."""
+    return {"language": "en", "task": "transcribe"} if dims.is_multilingual else {}
+
+
 def _timed(call, repeats: int) -> tuple[object, float]:
     """``call()`` once to warm up, then the median seconds of ``repeats`` more; its last value."""
     value = call()
@@ -185,8 +191,7 @@ def measure_size(
     theirs_features, torch_encoder_s = _timed(partial(theirs.embed_audio, mel), repeats)
     _, encoder_error = compare(ours_features.numpy(), theirs_features.numpy())
 
-    language = {"language": "en", "task": "transcribe"} if dims.is_multilingual else {}
-    tokenizer = get_tokenizer(dims, **language)
+    tokenizer = get_tokenizer(dims, **language_of(dims))
     prompt_tokens = [
         *tokenizer.sot_sequence_including_notimestamps,
         *tokenizer.encode(" And so my fellow"),

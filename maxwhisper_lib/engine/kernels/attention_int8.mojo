@@ -38,29 +38,46 @@ comptime LANES = 16
 comptime SHIFT = 128
 comptime QMAX = Float32(127)
 comptime LOG2E = Float32(1.4426950408889634)
-# 2^f = sum (f ln 2)^k / k! for f in [-0.5, 0.5], to degree 5 (relative error below 3e-6)
-comptime C1 = Float32(0.6931471805599453)
-comptime C2 = Float32(0.2402265069591007)
-comptime C3 = Float32(0.05550410866482158)
-comptime C4 = Float32(0.009618129107628477)
-comptime C5 = Float32(0.0013333558146428443)
+# 2^f for f in [-0.5, 0.5]: a degree-4 polynomial fitted to its relative error (below 3e-6)
+comptime C0 = Float32(0.99999928)
+comptime C1 = Float32(0.69312234)
+comptime C2 = Float32(0.24024744)
+comptime C3 = Float32(0.05591422)
+comptime C4 = Float32(0.00956887)
 
 
 @always_inline
-def _exp2(x: SIMD[F32, LANES]) -> SIMD[F32, LANES]:
-    """2^x for x <= 0 (a score less its row's top, in base 2): 2^round(x) from the exponent
-    bits times the degree-5 Taylor polynomial of the rest; 2^-126 at most below -126. Plain
-    multiplies and adds in this order, as the NumPy model computes it."""
+def _exp2[avx512: Bool](x: SIMD[F32, LANES]) -> SIMD[F32, LANES]:
+    """2^x for x <= 0 (a score less its row's top, in base 2): the polynomial of the rest
+    (fused multiply-adds) times 2^n, n = x rounded to even, from vscalefps on AVX-512 or from
+    the exponent bits (the same product: 2^n is exact); 2^-126 at most below -126. The NumPy
+    model (``lab/int8_attention.py:exp2_kernel``) computes the same."""
     var y = max(x, Float32(-126))
-    var n = floor(y + Float32(0.5))
+    var n = llvm_intrinsic["llvm.roundeven", SIMD[F32, LANES], has_side_effect=False](y)
     var f = y - n
-    var p = SIMD[F32, LANES](C5)
-    p = p * f + C4
-    p = p * f + C3
-    p = p * f + C2
-    p = p * f + C1
-    p = p * f + Float32(1)
-    return p * bitcast[F32, LANES]((n.cast[I32]() + Int32(127)) << 23)
+    var p = SIMD[F32, LANES](C4).fma(f, C3)
+    p = p.fma(f, C2)
+    p = p.fma(f, C1)
+    p = p.fma(f, C0)
+    comptime if avx512:
+        return llvm_intrinsic["llvm.x86.avx512.mask.scalef.ps.512", SIMD[F32, LANES], has_side_effect=False](
+            p, n, SIMD[F32, LANES](0), UInt16(0xFFFF), Int32(4)
+        )
+    else:
+        return p * bitcast[F32, LANES]((n.cast[I32]() + Int32(127)) << 23)
+
+
+@always_inline
+def _probability_bytes[avx512: Bool](e: SIMD[F32, LANES]) -> SIMD[DType.uint8, LANES]:
+    """``e * 127`` rounded to the nearest integer (ties to even) as bytes: vcvtps2dq on
+    AVX-512 (rounding as it converts), else round then convert."""
+    var scaled = e * QMAX
+    comptime if avx512:
+        return llvm_intrinsic["llvm.x86.avx512.mask.cvtps2dq.512", SIMD[I32, LANES], has_side_effect=False](
+            scaled, SIMD[I32, LANES](0), UInt16(0xFFFF), Int32(4)
+        ).cast[DType.uint8]()
+    else:
+        return llvm_intrinsic["llvm.roundeven", SIMD[F32, LANES], has_side_effect=False](scaled).cast[DType.uint8]()
 
 
 @always_inline
@@ -115,6 +132,26 @@ def _dot4[path: Int](acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LA
 
 
 @always_inline
+def _dot4_unsigned[path: Int](acc: SIMD[I32, LANES], a: SIMD[I32, LANES], b: SIMD[I32, LANES]) -> SIMD[I32, LANES]:
+    """acc + per lane the dot product of ``a``'s 4 bytes, 0 .. 127 (probabilities), with ``b``'s
+    signed ones: on AVX2 vpmaddubsw takes them as they are (at most 2 x 127 x 127 a pair: no
+    saturation, no vpsignb), then vpmaddwd."""
+    comptime if path == 1:
+        var out = acc
+        comptime for half in range(2):
+            var pairs = llvm_intrinsic["llvm.x86.avx2.pmadd.ub.sw", SIMD[DType.int16, 16], has_side_effect=False](
+                bitcast[DType.uint8, 32](a.slice[8, offset=half * 8]()), bitcast[DType.int8, 32](b.slice[8, offset=half * 8]())
+            )
+            var sums = llvm_intrinsic["llvm.x86.avx2.pmadd.wd", SIMD[I32, 8], has_side_effect=False](
+                pairs, SIMD[DType.int16, 16](1)
+            )
+            out = out.insert[offset=half * 8](out.slice[8, offset=half * 8]() + sums)
+        return out
+    else:
+        return _dot4[path](acc, a, b, SIMD[DType.uint8, 4 * LANES](0))
+
+
+@always_inline
 def _abs_bytes[path: Int, width: Int](w: SIMD[I32, width]) -> SIMD[DType.uint8, 4 * width]:
     """``|w|`` per byte where the AVX2 path needs it (zeros elsewhere: unused)."""
     comptime if path == 1:
@@ -124,8 +161,9 @@ def _abs_bytes[path: Int, width: Int](w: SIMD[I32, width]) -> SIMD[DType.uint8, 
 
 
 @always_inline
-def _quantize(v: Float32, inv: Float32) -> Int32:
-    return Int32(min(max(floor(v * inv + Float32(0.5)), -QMAX), QMAX))
+def _quantize_vector[width: Int](v: SIMD[F32, width], inv: SIMD[F32, width]) -> SIMD[I32, width]:
+    """clamp(floor(v * inv + 0.5), -127, 127) per lane."""
+    return min(max(floor(v * inv + Float32(0.5)), -QMAX), QMAX).cast[I32]()
 
 
 def _self_attention_int8[head_width: Int, path: Int](
@@ -135,6 +173,7 @@ def _self_attention_int8[head_width: Int, path: Int](
 ) raises:
     comptime assert head_width % LANES == 0, "head_width must be a multiple of 16"
     comptime shift = SHIFT if path != 1 else 0  # AVX2 keeps the queries signed
+    comptime avx512 = path == 2 and CompilationTarget.has_avx512f()  # vscalefps, vcvtps2dq
     comptime groups = head_width // 4  # 4-channel groups of a key or query
     comptime channel_blocks = head_width // LANES
     # A tile: ROWS_T queries against KB blocks of 16 keys, then against CB blocks of 16 value
@@ -187,15 +226,11 @@ def _self_attention_int8[head_width: Int, path: Int](
             var top = abs(k).reduce_max()
             var inv = QMAX / top if top > 0 else Float32(0)
             k_scale.unsafe_store(j, top / QMAX)
-            var total = Int32(0)
-            for g in range(groups):
-                var word = SIMD[DType.int8, 4](0)
-                comptime for b in range(4):
-                    var q = _quantize(k[4 * g + b], inv)
-                    word[b] = q.cast[DType.int8]()
-                    total += q
-                kw.unsafe_store((blk * groups + g) * LANES + lane, bitcast[I32, 1](word)[0])
-            k_sum.unsafe_store(j, total)
+            var q = _quantize_vector(k, SIMD[F32, head_width](inv))
+            k_sum.unsafe_store(j, q.reduce_add())
+            var words = bitcast[I32, groups](q.cast[DType.int8]())  # 4 channels' bytes a word
+            comptime for g in range(groups):
+                kw.unsafe_store((blk * groups + g) * LANES + lane, words[g])
 
         # values: a scale per channel over the tokens; packed transposed (channel block, token
         # group, lane = channel): 4 tokens' bytes of one channel
@@ -207,18 +242,15 @@ def _self_attention_int8[head_width: Int, path: Int](
         comptime for c in range(head_width):
             v_inv[c] = QMAX / v_top[c] if v_top[c] > 0 else Float32(0)
         var vw = alloc[Int32](channel_blocks * token_groups * LANES)
-        var vb = vw.unsafe_bitcast[Int8]()
         for tg in range(token_groups):
+            var words = SIMD[I32, head_width](0)  # channel c: tokens 4 tg .. 4 tg + 3, a byte each
             comptime for b in range(4):
                 var t = 4 * tg + b
-                var v = SIMD[F32, head_width](0)
                 if t < n:
-                    v = xp.unsafe_load[width=head_width](row0 + t * 3 * width + 2 * width + head * head_width)
-                comptime for c in range(head_width):
-                    var q = _quantize(v[c], v_inv[c])
-                    var cb = c // LANES
-                    var lane = c % LANES
-                    vb.unsafe_store(((cb * token_groups + tg) * LANES + lane) * 4 + b, q.cast[DType.int8]())
+                    var v = xp.unsafe_load[width=head_width](row0 + t * 3 * width + 2 * width + head * head_width)
+                    words |= (_quantize_vector(v, v_inv) & Int32(0xFF)) << Int32(8 * b)
+            comptime for cb in range(channel_blocks):
+                vw.unsafe_store((cb * token_groups + tg) * LANES, words.slice[LANES, offset=cb * LANES]())
 
         # queries ROWS_T at a time: each packed key and value word is loaded once for all of them
         var scores = alloc[Float32](ROWS_T * n_keys)
@@ -272,28 +304,27 @@ def _self_attention_int8[head_width: Int, path: Int](
                 var best = best_lanes.slice[LANES, offset=r * LANES]().reduce_max()
                 var row = scores.unsafe_offset(r * n_keys)
                 var bytes = pb.unsafe_offset(r * n_keys)
-                var total = Float32(0)
+                var total = SIMD[F32, LANES](0)  # per lane, added across once per row
                 for j in range(0, n_keys, LANES):
-                    var e = _exp2(row.unsafe_load[width=LANES](j) - best)
+                    var e = _exp2[avx512](row.unsafe_load[width=LANES](j) - best)
                     if j + LANES > n:
                         e = _zero_from(e, max(n - j, 0))
-                    total += e.reduce_add()
+                    total += e
                     # unnormalised probabilities (the top one is 1) as 0 .. 127
-                    bytes.unsafe_store(j, floor(e * QMAX + Float32(0.5)).cast[DType.uint8]())
-                totals[r] = total
+                    bytes.unsafe_store(j, _probability_bytes[avx512](e))
+                totals[r] = total.reduce_add()
             comptime for cb0 in range(0, channel_blocks, CB):
                 var acc = SIMD[I32, rows * CB * LANES](0)  # row r, channel block c: (r * CB + c) * 16
                 for tg in range(token_groups):
                     var vv = SIMD[I32, CB * LANES](0)
                     comptime for c in range(CB):
                         vv = vv.insert[offset=c * LANES](vw.unsafe_load[width=LANES](((cb0 + c) * token_groups + tg) * LANES))
-                    var v_abs = _abs_bytes[path](vv)
                     comptime for r in range(rows):
                         var pg = SIMD[I32, LANES](pw.unsafe_load(r * token_groups + tg))
                         comptime for c in range(CB):
                             comptime at = (r * CB + c) * LANES
                             acc = acc.insert[offset=at](
-                                _dot4[path](acc.slice[LANES, offset=at](), pg, vv.slice[LANES, offset=c * LANES](), v_abs.slice[4 * LANES, offset=4 * c * LANES]())
+                                _dot4_unsigned[path](acc.slice[LANES, offset=at](), pg, vv.slice[LANES, offset=c * LANES]())
                             )
                 comptime for c in range(CB):
                     var v_s = v_scale.slice[LANES, offset=(cb0 + c) * LANES]()

@@ -81,6 +81,22 @@ def test_key_follows_the_sources(monkeypatch):
         compiled.source_digest.cache_clear()
 
 
+def test_kernel_sources_key_only_the_models_compiled_with_them(monkeypatch, tiny_weights):
+    """A CPU model (the Mojo kernels) carries their digest in its config; one compiled without
+    them (as on a GPU) does not, so that a kernel change leaves its compiled graphs valid."""
+    with_kernels = MaxWhisper(tiny_weights, device="cpu").compile_config()
+    without = MaxWhisper(tiny_weights, device="cpu", row_kernels=False).compile_config()
+    assert with_kernels["kernel_sources"] == compiled.kernel_digest()
+    assert "kernel_sources" not in without
+    digest = compiled.kernel_digest()
+    compiled.kernel_digest.cache_clear()
+    monkeypatch.setattr(compiled, "KERNEL_SOURCES", ("kernels/attention.mojo",))
+    try:
+        assert compiled.kernel_digest() != digest
+    finally:
+        compiled.kernel_digest.cache_clear()
+
+
 def test_compile_progress_says_what_and_how_long():
     out = io.StringIO()
     with compiled.compile_progress("tiny.en (cpu, float32)", out):

@@ -139,6 +139,93 @@ def test_every_kernel_path_gives_the_same_sums(int8_models, path, m):
     assert relative < ROW_KERNEL_TOLERANCE
 
 
+def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=1, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=1, keepdims=True)
+    return ((x64 - mean) / np.sqrt(var + 1e-5) * gamma + beta).astype(np.float32)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    import math
+
+    erf = np.vectorize(math.erf)
+    return 0.5 * x * (1 + erf(x.astype(np.float64) / math.sqrt(2)))
+
+
+@pytest.fixture(scope="module")
+def fused_int8_model():
+    """The four fused forms of the int8 kernel (the int8 encoder's) in one graph."""
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from maxwhisper_lib.engine.graphs.custom_ops import KERNEL_EXTENSIONS, int8_product_fused
+
+    cpu = DeviceRef.CPU()
+    types = [
+        TensorType(DType.float32, ["m", "k"], device=cpu),
+        TensorType(DType.int8, ["blocks", "groups", 64], device=cpu),
+        TensorType(DType.float32, ["padded"], device=cpu),
+        TensorType(DType.int32, ["padded"], device=cpu),
+        TensorType(DType.float32, ["n"], device=cpu),
+        TensorType(DType.float32, ["k"], device=cpu),
+        TensorType(DType.float32, ["k"], device=cpu),
+        TensorType(DType.float32, ["m", "n"], device=cpu),
+    ]
+    with Graph("test_fused_int8", input_types=types, custom_extensions=KERNEL_EXTENSIONS) as g:
+        x, packed, scale, wsum, b, gamma, beta, r = (v.tensor for v in g.inputs)
+        weight = (x, packed, scale, wsum, b)
+        g.output(
+            int8_product_fused(*weight, norm=(gamma, beta)),
+            int8_product_fused(*weight, norm=(gamma, beta), gelu=True),
+            int8_product_fused(*weight, gelu=True),
+            int8_product_fused(*weight, residual=r),
+        )
+    return runtime.compile_graph(g, "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("m, k, n", [(70, 36, 100), (5, 384, 64)])
+def test_fused_int8_kernels_match_layer_norm_gelu_and_residual(fused_int8_model, m, k, n):
+    """The layer norm before the product, exact GELU and the residual addition after it, each
+    inside the kernel, against the NumPy model of the product with float64 layer norm and GELU
+    (``math.erf``): equal to float32 rounding (inputs and outputs past whole vectors
+    included)."""
+    rng = np.random.default_rng(m + k + n)
+    x = (rng.standard_normal((m, k)) * 3 + 1).astype(np.float32)
+    q = quantize_linear((rng.standard_normal((n, k)) * 0.1).astype(np.float32))
+    b, r = rng.standard_normal(n).astype(np.float32), rng.standard_normal((m, n)).astype(np.float32)
+    gamma = (1 + 0.1 * rng.standard_normal(k)).astype(np.float32)
+    beta = (0.1 * rng.standard_normal(k)).astype(np.float32)
+    inputs = [x, q.packed, q.scale, q.weight_sum, b, gamma, beta, r]
+    normed, normed_gelu, gelu, added = (t.to_numpy() for t in fused_int8_model.execute(*inputs))
+    after_norm = int8_linear_reference(_layer_norm(x, gamma, beta), q, b)
+    plain = int8_linear_reference(x, q, b)
+    # after the float32 layer norm an activation may round across a quantization step now and
+    # then (one step: 1e-4 of a row's product at most); the product itself is exact
+    for got, expected, bound in [
+        (normed, after_norm, 1e-4),
+        (normed_gelu, _gelu(after_norm), 1e-4),
+        (gelu, _gelu(plain), ROW_KERNEL_TOLERANCE),
+        (added, plain + r, ROW_KERNEL_TOLERANCE),
+    ]:
+        _, relative = compare(got, expected.astype(np.float32))
+        assert relative < bound
+
+
+def test_fused_int8_product_refuses_a_residual_after_gelu():
+    from max.dtype import DType
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from maxwhisper_lib.engine.graphs.custom_ops import int8_product_fused
+
+    t = TensorType(DType.float32, [4, 4], device=DeviceRef.CPU())
+    with Graph("refused", input_types=[t]) as g:
+        x = g.inputs[0].tensor
+        with pytest.raises(ValueError, match="residual only to a plain product"):
+            int8_product_fused(x, x, x, x, x, gelu=True, residual=x)
+
+
 def test_int8_kernel_path_follows_the_cpu_flags(monkeypatch):
     for flags, path in [
         ({"avx2", "avx512f", "avx512_vnni"}, "vnni"),

@@ -46,9 +46,12 @@ from . import machine, runtime
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-SOURCES = ("graphs/*.py", "kernels/*.mojo", "weight_mapping.py", "quantization.py", "model.py")
+SOURCES = ("graphs/*.py", "weight_mapping.py", "quantization.py", "model.py")
 """This package's files whose content goes into every compiled model's key (a change to any
 of them compiles anew)."""
+KERNEL_SOURCES = ("kernels/*.mojo",)
+"""The Mojo kernels' sources: in the key of a model compiled with them (the CPU's, see
+:func:`kernel_digest`), not of one without (the GPU's), which a kernel change leaves valid."""
 FIRST_COMPILE_HINT = "about 4-5 minutes on a 2-core CPU, once per machine"
 SHIPPED_DIR = PACKAGE_DIR / "precompiled"
 """Compiled models shipped with the package: ``<key>.mef.xz`` and ``<key>.json``."""
@@ -58,15 +61,26 @@ PORTABLE_CPU_FLAGS = frozenset({"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "m
 SHIPPED_SWITCH = "MAXWHISPER_PRECOMPILED"
 
 
-@cache
-def source_digest() -> str:
-    """sha256 over the contents of :data:`SOURCES` (and the MAX version)."""
+def _digest(patterns: Iterable[str]) -> str:
     digest = hashlib.sha256(metadata.version("max").encode())
-    for pattern in SOURCES:
+    for pattern in patterns:
         for path in sorted(PACKAGE_DIR.glob(pattern)):
             digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@cache
+def source_digest() -> str:
+    """sha256 over the contents of :data:`SOURCES` (and the MAX version)."""
+    return _digest(SOURCES)
+
+
+@cache
+def kernel_digest() -> str:
+    """sha256 over the contents of :data:`KERNEL_SOURCES` (and the MAX version): part of the
+    config of a model compiled with the kernels."""
+    return _digest(KERNEL_SOURCES)
 
 
 def device_identity(device_name: str) -> str:

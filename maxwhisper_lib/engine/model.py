@@ -352,6 +352,8 @@ class MaxWhisper:
         }
         if self.only_graphs is not None:
             config["graphs"] = self.only_graphs
+        if self.row_kernels:  # the GPU's graphs do not use the kernels: a change there keeps them
+            config["kernel_sources"] = compiled.kernel_digest()
         return config
 
     def graphs(self, module: Module | None = None) -> dict[str, Graph]:

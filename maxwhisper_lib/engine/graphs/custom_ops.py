@@ -92,6 +92,35 @@ def int8_product(
     return _rows_product(name, x, packed, *extra, out_width=out_width)
 
 
+def int8_product_fused(
+    x: TensorValue,
+    packed: TensorValue,
+    scale: TensorValue,
+    weight_sum: TensorValue,
+    bias: TensorValue,
+    *,
+    norm: tuple[TensorValue, TensorValue] | None = None,
+    gelu: bool = False,
+    residual: TensorValue | None = None,
+) -> TensorValue:
+    """:func:`int8_product` (with bias) with its neighbours in the same kernel (the int8
+    encoder): ``norm=(gamma, beta)`` takes ``x`` through a layer norm first (float32, eps 1e-5),
+    ``gelu`` applies exact GELU to the result, ``residual`` (shaped like the result) is added
+    to it. ``gelu`` and ``residual`` do not go together; nor do ``norm`` and ``residual``."""
+    if residual is not None and (gelu or norm is not None):
+        raise ValueError("the int8 kernel adds a residual only to a plain product")
+    if norm is None and not gelu and residual is None:
+        return int8_product(x, packed, scale, weight_sum, bias)
+    name = "linear_int8" + ("_ln" if norm is not None else "") + ("_gelu" if gelu else "")
+    extra = [scale, weight_sum, bias, *(norm or ())]
+    if residual is not None:
+        name = "linear_int8_add"
+        extra.append(
+            ops.reshape(residual, [-1, residual.shape[-1]]) if residual.rank != 2 else residual
+        )
+    return _rows_product(name, x, packed, *extra, out_width=bias.shape[0])
+
+
 ATTENTION_INT8_PATHS = ("best", "avx2", "portable")
 """The int8 self-attention kernel's code paths (see :func:`self_attention_int8`)."""
 

@@ -12,7 +12,7 @@ from max.graph import DeviceRef, Graph, Module, TensorType, TensorValue, ops
 
 from ...dims import ModelDimensions
 from .custom_ops import KERNEL_EXTENSIONS
-from .layers import Params, encoder_block, layer_norm, linear
+from .layers import Params, encoder_block, int8_linear, layer_norm, linear
 
 BATCH = "batch"
 
@@ -29,9 +29,12 @@ def conv_taps(x: TensorValue, stride: int) -> TensorValue:
 
 def conv(x: TensorValue, p: Params, name: str, stride: int, width: int) -> TensorValue:
     """A 3-wide convolution ``(b, time, c)`` -> ``(b, time // stride, width)`` as one product
-    with the tap matrix ``(3c, width)`` (see weight_mapping; the int8 kernel in the int8 mode),
-    then exact GELU."""
-    return ops.gelu(linear(conv_taps(x, stride), p, name, width))
+    with the tap matrix ``(3c, width)`` (see weight_mapping), then exact GELU (in the int8 mode
+    both in the int8 kernel)."""
+    taps = conv_taps(x, stride)
+    if p.is_int8(f"{name}.weight"):
+        return int8_linear(taps, p, name, width, gelu=True)
+    return ops.gelu(linear(taps, p, name, width))
 
 
 def conv_stem(mel: TensorValue, p: Params, width: int) -> TensorValue:

@@ -19,6 +19,7 @@ from ..weight_mapping import is_int8_weight, is_row_weight
 from .custom_ops import (
     cross_attention_rows,
     int8_product,
+    int8_product_fused,
     linear_rows,
     self_attention_cached,
     self_attention_int8,
@@ -130,6 +131,28 @@ def linear(x: TensorValue, p: Params, name: str, out_features: int) -> TensorVal
     return x @ p(weight, (in_features, out_features)) + bias
 
 
+def int8_linear(
+    x: TensorValue,
+    p: Params,
+    name: str,
+    out_features: int,
+    *,
+    norm: str | None = None,
+    gelu: bool = False,
+    residual: TensorValue | None = None,
+) -> TensorValue:
+    """The int8 linear layer ``name`` with its neighbours in one kernel (the int8 encoder): the
+    layer norm ``norm`` before it, exact GELU or ``residual +`` after it."""
+    in_features = int(x.shape[-1])
+    packed, scale, weight_sum = p.int8_weight(f"{name}.weight", out_features, in_features)
+    bias = p(f"{name}.bias", (out_features,))
+    width = (in_features,)
+    gamma_beta = None if norm is None else (p(f"{norm}.weight", width), p(f"{norm}.bias", width))
+    return int8_product_fused(
+        x, packed, scale, weight_sum, bias, norm=gamma_beta, gelu=gelu, residual=residual
+    )
+
+
 def mlp(x: TensorValue, p: Params) -> TensorValue:
     """Whisper's MLP: Linear(d, 4d) -> exact GELU -> Linear(4d, d)."""
     width = int(x.shape[-1])
@@ -183,12 +206,14 @@ def encoder_block(x: TensorValue, p: Params, n_head: int) -> TensorValue:
     """Residual attention block without mask or cross-attention (the audio encoder's); in the
     int8 mode its self-attention is the int8 kernel (:func:`.custom_ops.self_attention_int8`)."""
     width = int(x.shape[-1])
-    if p.int8:
-        qkv = linear(layer_norm(x, p, "attn_ln"), p, "attn.qkv", 3 * width)
+    if p.int8:  # layer norms, GELU and residual additions inside the int8 kernels
+        qkv = int8_linear(x, p, "attn.qkv", 3 * width, norm="attn_ln")
         attended = self_attention_int8(qkv, n_head)
-    else:
-        q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
-        attended = attend(attention_scores(q, k_t), v)
+        x = int8_linear(attended, p, "attn.out", width, residual=x)
+        hidden = int8_linear(x, p, "mlp.fc1", 4 * width, norm="mlp_ln", gelu=True)
+        return int8_linear(hidden, p, "mlp.fc2", width, residual=x)
+    q, k_t, v = self_attention_qkv(layer_norm(x, p, "attn_ln"), p, "attn", n_head)
+    attended = attend(attention_scores(q, k_t), v)
     x = x + linear(attended, p, "attn.out", width)
     return x + mlp(layer_norm(x, p, "mlp_ln"), p)
 

@@ -163,11 +163,7 @@ def fused_int8_model():
 
     cpu = DeviceRef.CPU()
     types = [
-        TensorType(DType.float32, ["m", "k"], device=cpu),
-        TensorType(DType.int8, ["blocks", "groups", 64], device=cpu),
-        TensorType(DType.float32, ["padded"], device=cpu),
-        TensorType(DType.int32, ["padded"], device=cpu),
-        TensorType(DType.float32, ["n"], device=cpu),
+        *(value.type for value in build_int8_graph(bias=True).inputs),  # x, weight, bias
         TensorType(DType.float32, ["k"], device=cpu),
         TensorType(DType.float32, ["k"], device=cpu),
         TensorType(DType.float32, ["m", "n"], device=cpu),

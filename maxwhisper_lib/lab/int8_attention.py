@@ -78,7 +78,9 @@ def int8_attention(q, k, v, variant: Int8Attention = Int8Attention()):
     total = e.sum(dim=-1, keepdim=True)
     if variant.pv == "float32":
         return (e / total) @ v
-    pq = torch.floor(e * QMAX + 0.5)  # as the kernel: 0 .. 127 (AVX2's pmaddubsw needs 7 bits)
+    pq = torch.round(
+        e * QMAX
+    )  # as the kernel: 0 .. 127, ties to even (AVX2's pmaddubsw needs 7 bits)
     vq, v_scale = quantize_rows(v.transpose(-1, -2))  # a scale per channel
     return (pq.double() @ vq.double().transpose(-1, -2)).float() * (
         v_scale.transpose(-1, -2) / (QMAX * total)

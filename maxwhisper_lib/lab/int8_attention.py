@@ -141,8 +141,9 @@ def int8_attention_reference(qkv: np.ndarray, heads: int) -> np.ndarray:
             q_q, q_s = quantize_activations(q)
             k_q, k_s = quantize_activations(k)
             dots = (q_q.astype(np.int64) @ k_q.astype(np.int64).T).astype(np.float32)
-            scores = dots * k_s[None, :] * (q_s * scale * LOG2E)[:, None]  # base 2
-            e = exp2_kernel(scores - scores.max(axis=1, keepdims=True))
+            scores = dots * k_s[None, :]  # the query's scale (base 2) after the row's top
+            q_scale = (q_s * scale * LOG2E)[:, None]
+            e = exp2_kernel(fma32(scores, q_scale, -(scores.max(axis=1, keepdims=True) * q_scale)))
             total = e.sum(axis=1, dtype=np.float32)
             p_q = np.rint(e * np.float32(QMAX))  # 0 .. 127, ties to even
             v_q, v_s = quantize_activations(v.T)  # per channel

@@ -10,8 +10,9 @@
 #           quantized with its own scale s_k = max|k| / 127, q_k = clamp(floor(k / s_k + 0.5))
 #   queries each quantized the same way (s_q)
 #   scores  s_q * s_k * (sum of q_q * q_k, exact in int32) / sqrt(head_width), softmax in float32
-#           in base 2 (log2 e folded into s_q; 2^x from its exponent bits and a degree-5
-#           polynomial, _exp2, which the NumPy model repeats operation for operation)
+#           in base 2 (log2 e folded into s_q; s_k applied as the tile ends, s_q after the row's
+#           top is found, with the top taken off in one fused multiply-add; 2^x from a degree-4
+#           polynomial and 2^n, _exp2, which the NumPy model repeats operation for operation)
 #   P V     each row of probabilities as 0 .. 127 (s_p = max p / 127), values quantized per
 #           channel over the tokens (s_v), out = s_p * s_v * (sum of q_p * q_v, exact in int32)
 #
@@ -294,7 +295,7 @@ def _self_attention_int8[head_width: Int, path: Int](
                     var ks = k_scale.unsafe_load[width=LANES](blk * LANES)
                     var valid = n - blk * LANES
                     comptime for r in range(rows):
-                        var s = acc.slice[LANES, offset=(r * KB + j) * LANES]().cast[F32]() * ks * q_scales[r]
+                        var s = acc.slice[LANES, offset=(r * KB + j) * LANES]().cast[F32]() * ks  # the query's scale later
                         scores.unsafe_store(r * n_keys + blk * LANES, s)
                         if valid < LANES:  # padding keys: not in the top
                             s = _fill_from(s, max(valid, 0), Float32.MIN)
@@ -302,11 +303,13 @@ def _self_attention_int8[head_width: Int, path: Int](
             var totals = SIMD[F32, rows](0)
             comptime for r in range(rows):
                 var best = best_lanes.slice[LANES, offset=r * LANES]().reduce_max()
+                var qs = SIMD[F32, LANES](q_scales[r])
+                var less = SIMD[F32, LANES](-(best * q_scales[r]))  # (s - best) x the query's scale, one rounding
                 var row = scores.unsafe_offset(r * n_keys)
                 var bytes = pb.unsafe_offset(r * n_keys)
                 var total = SIMD[F32, LANES](0)  # per lane, added across once per row
                 for j in range(0, n_keys, LANES):
-                    var e = _exp2[avx512](row.unsafe_load[width=LANES](j) - best)
+                    var e = _exp2[avx512](row.unsafe_load[width=LANES](j).fma(qs, less))
                     if j + LANES > n:
                         e = _zero_from(e, max(n - j, 0))
                     total += e

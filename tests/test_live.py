@@ -165,6 +165,55 @@ def test_an_utterances_last_decode_falls_back_to_higher_temperatures():
     assert options(False, temperature=(0.3, 0.5)) == 0.3
 
 
+def test_a_decode_may_write_a_budget_of_tokens_for_its_audio():
+    """A decode stops after 6 tokens a second of its buffer and 16 more (a loop, else run to
+    224 tokens, holds every stream of its server round); a ``sample_len`` given wins."""
+
+    def budget(seconds: float, **given):
+        return decode_options(LiveRequest(noise(seconds), 0.0, "", False, 1), given)["sample_len"]
+
+    assert budget(2.0) == 28 and budget(2.05) == 29
+    assert budget(28.0) == 184 and budget(30.0) == 196
+    assert budget(2.0, sample_len=100) == 100
+
+
+def test_a_segment_said_again_word_for_word_is_an_echo():
+    def segment(text: str, at: float) -> dict:
+        words = text.split()
+        return {
+            "end": at + len(words),
+            "words": [
+                {"word": f" {x}", "start": at + i, "end": at + i + 0.5} for i, x in enumerate(words)
+            ],
+        }
+
+    result = {
+        "segments": [
+            segment("The trees were wet.", 0),
+            segment("the trees were wet", 4),
+            segment("Yes.", 8),
+            segment("Yes.", 9),
+        ]
+    }
+    words, _ = words_of(result, 0.0)
+    assert [x.echo for x in words] == [False] * 4 + [True] * 4 + [False, False]
+    assert all(x.repeats for x in words[4:8]) and not words[8].repeats
+
+
+def test_echoes_are_never_confirmed():
+    t = policy(max_tentative_seconds=2.0)
+    said = [w("the", 0.0, 0.3), w("trees", 0.3, 0.6), w("were", 0.6, 0.8), w("wet", 0.8, 1.0)]
+    again = [LiveWord(x.start + 1.0, x.end + 1.0, x.text, echo=True, repeats=True) for x in said]
+    decode(t, 2.0, [*said, *again])
+    _, update = decode(t, 2.0, [*said, *again])
+    # the two hypotheses agree on all eight words; the four said again are held back, old too
+    assert [c.text for c in update.confirmed] == [" the trees were wet"]
+    assert update.tentative == " the trees were wet"
+    t.end()
+    update = t.accept(t.next_request(), [*said, *again], [])
+    assert update.confirmed == () and t.done  # the last decode leaves them out too
+
+
 def test_agreement_of_three_needs_three_hypotheses():
     t = policy(agreement=3)
     words = [w("ask", 0.0, 0.4), w("not", 0.4, 0.8)]
@@ -563,25 +612,36 @@ def test_live_streams_on_the_server_match_the_library(max_tiny, jfk_audio):
 
 
 @pytest.mark.parametrize("share", [False, True])
-def test_live_decodes_on_the_server_share_one_decoder_session(share):
-    """Two live decodes in one batcher round, each with its own confirmed text as the prompt:
-    with ``share_prompt`` their prompts are cut to one length and they decode in one session
-    (a file request keeps its own prompt: one session per prompt length)."""
+def test_live_decodes_on_the_server_share_one_decoder_session(share, monkeypatch):
+    """Two live decodes in one batcher round, each with its own confirmed text as the prompt
+    and its own token budget: with ``share_prompt`` their prompts are cut to one length and
+    they decode in one session, to the longer budget (a file request keeps its own prompt and
+    ``sample_len``: one session per prompt length)."""
     from test_seek_loop import Window, audio, backend, counted_sessions, text, ts
 
+    from maxwhisper_lib.decoding import transcribe
     from maxwhisper_lib.server.batcher import Batcher, Done
 
+    budgets = []
+
+    class Task(transcribe.DecodingTask):
+        def __init__(self, backend, options, rng):
+            budgets.append(options.sample_len)
+            super().__init__(backend, options, rng)
+
+    monkeypatch.setattr(transcribe, "DecodingTask", Task)
     scripted = backend({0: Window([ts(0), *text(" more"), ts(1)])})
     sessions = counted_sessions(scripted)
     batcher = Batcher(scripted, max_wait=0)
     done = []
-    for prompt in ("Ask not what your country can do.", "And so."):
-        options = batcher.options(temperature=0.0, initial_prompt=prompt)
+    for prompt, budget in (("Ask not what your country can do.", 40), ("And so.", 60)):
+        options = batcher.options(temperature=0.0, initial_prompt=prompt, sample_len=budget)
         batcher.submit(audio(5), options, lambda e: done.append(e), share_prompt=share)
     batcher.start()
     batcher.stop(30)
     assert [type(e) for e in done].count(Done) == 2
     assert sessions == ([2] if share else [1, 1])
+    assert budgets == ([60] if share else [40, 60])
     first, second = scripted.prompts
     if share:
         assert len(first) == len(second)

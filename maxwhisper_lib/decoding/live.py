@@ -18,6 +18,7 @@ server decodes through its batcher); :class:`LiveTranscriber` runs it on a model
 
 from __future__ import annotations
 
+import math
 import queue
 import re
 import threading
@@ -48,8 +49,16 @@ LOOP_COMPRESSION = 2.4
 ``compression_ratio_threshold``)."""
 FALLBACK_STEP = 0.2
 """The temperature step of an utterance's last decode's fallback."""
+ECHO_WORDS = 3
+"""A segment of this many words or more that repeats the one before it is a loop (an echo)."""
 MAX_OVERLAP_WORDS = 5
 """The longest run of words at a hypothesis' start checked against the confirmed words' end."""
+TOKENS_PER_SECOND = 6.0
+"""A decode stops after this many tokens a second of its audio, plus ``TOKEN_SLACK``: about 1.1x
+the fastest segment of the dev clips' transcripts (5.6 tokens a second, timestamps included;
+whole files 2.5-4.6), so that only a decoding loop reaches it. Without it a loop runs to
+Whisper's 224 tokens, and on a server every stream in that round waits for it."""
+TOKEN_SLACK = 16
 
 
 @dataclass(frozen=True)
@@ -101,11 +110,18 @@ class LiveWord:
     probability: float = 1.0
     repeats: bool = False
     """Its segment repeats itself (a decoding loop): never confirmed for being old alone."""
+    echo: bool = False
+    """Its segment says again, word for word, the one before it (a loop of sentences): never
+    confirmed by agreement or age, and left out of an utterance's last decode."""
 
     @property
     def key(self) -> str:
         """What agreement compares: the word without case or punctuation."""
-        return re.sub(r"[^\w]", "", self.text.lower()) or self.text.strip()
+        return _key(self.text)
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[^\w]", "", text.lower()) or text.strip()
 
 
 @dataclass(frozen=True)
@@ -169,11 +185,16 @@ class LiveRequest:
 def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
     """The words of a ``transcribe`` result (word timestamps on) and its segments' ends, moved
     to the stream's timeline (the buffer began at ``start``); words of a segment whose
-    compression ratio is over ``LOOP_COMPRESSION`` are marked as repeating."""
+    compression ratio is over ``LOOP_COMPRESSION`` are marked as repeating, and those of a
+    segment of ``ECHO_WORDS`` words or more that says the one before it again as echoes."""
     words, ends = [], []
+    previous: list[str] = []
     for segment in result.get("segments", []):
         ends.append(start + float(segment["end"]))
-        repeats = float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
+        keys = [_key(w["word"]) for w in segment.get("words") or [] if re.search(r"\w", w["word"])]
+        echo = len(keys) >= ECHO_WORDS and keys == previous
+        previous = keys
+        repeats = echo or float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
         for word in segment.get("words") or []:
             if not re.search(r"\w", word["word"]):
                 continue  # punctuation alone: nothing to confirm
@@ -184,6 +205,7 @@ def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
                     word["word"],
                     float(word.get("probability", 1.0)),
                     repeats,
+                    echo,
                 )
             )
     return words, ends
@@ -329,7 +351,7 @@ class LiveTranscript:
             words = [w for w in words if w.start < heard]
         new = self._unconfirmed(words)
         if request.final:
-            confirmed = new
+            confirmed = [w for w in new if not w.echo]
             self._hypotheses = []
         else:
             self._hypotheses = [*self._hypotheses, new][-self.options.agreement :]
@@ -409,7 +431,7 @@ class LiveTranscript:
             else:
                 cut = start + seconds - self.options.buffer_seconds
                 newest = self._hypotheses[-1] if self._hypotheses else []
-                forced = [w for w in newest if w.end <= cut]
+                forced = [w for w in newest if w.end <= cut and not w.echo]
                 self.confirmed.extend(forced)
         if cut is None:
             return []
@@ -428,11 +450,14 @@ def _prefix_ending_by(words: list[LiveWord], time: float) -> list[LiveWord]:
 
 
 def _common_prefix(hypotheses: list[list[LiveWord]]) -> list[LiveWord]:
-    """The newest hypothesis' words, from its start, on which all of them agree."""
+    """The newest hypothesis' words, from its start, on which all of them agree, up to the
+    first echo."""
     newest = hypotheses[-1]
     count = 0
-    while count < min(len(h) for h in hypotheses) and all(
-        h[count].key == newest[count].key for h in hypotheses
+    while (
+        count < min(len(h) for h in hypotheses)
+        and not newest[count].echo
+        and all(h[count].key == newest[count].key for h in hypotheses)
     ):
         count += 1
     return newest[:count]
@@ -442,12 +467,19 @@ Decode = Callable[[LiveRequest], tuple[list[LiveWord], list[float]]]
 """Decodes a request: its words and segment ends on the stream's timeline."""
 
 
+def token_budget(samples: int) -> int:
+    """The most tokens a decode of ``samples`` of audio may write (``TOKENS_PER_SECOND``; at
+    most Whisper's 224)."""
+    return min(224, math.ceil(TOKENS_PER_SECOND * samples / SAMPLE_RATE) + TOKEN_SLACK)
+
+
 def decode_options(request: LiveRequest, options: dict) -> dict:
     """``transcribe``'s keyword arguments for a request: greedy at ``options``' temperature (0 by
     default; the first of a sequence) without fallback, but for an utterance's last decode,
     which confirms all it hears: that one falls back (by 0.2 up to 1.0, or along the sequence
     given) as ``transcribe`` does, so that a decoding loop is decoded again; word timestamps;
-    the prompt."""
+    the prompt; at most :func:`token_budget` tokens (``sample_len``), unless ``options``
+    set ``sample_len``."""
     given = options.get("temperature", 0.0)
     if isinstance(given, int | float):
         steps = max(round((1.0 - given) / FALLBACK_STEP), 0)
@@ -456,6 +488,7 @@ def decode_options(request: LiveRequest, options: dict) -> dict:
         schedule = tuple(given) or (0.0,)
     return {
         "condition_on_previous_text": False,
+        "sample_len": token_budget(request.samples.size),
         **options,
         "temperature": schedule if request.final else schedule[0],
         "word_timestamps": True,

@@ -942,6 +942,22 @@ def _same_decoding(a: TranscribeOptions, b: TranscribeOptions) -> bool:
     return a is b or a == b or replace(a, initial_prompt=None) == replace(b, initial_prompt=None)
 
 
+def _without_sample_len(options: TranscribeOptions) -> TranscribeOptions:
+    if "sample_len" not in options.decode_options:
+        return options
+    rest = {k: v for k, v in options.decode_options.items() if k != "sample_len"}
+    return replace(options, decode_options=rest)
+
+
+def _longest_sample_len(group: Sequence[TranscribeOptions]) -> TranscribeOptions:
+    """The first options with the longest ``sample_len`` of the group (None: Whisper's)."""
+    lengths = [o.decode_options.get("sample_len") for o in group]
+    if None in lengths:
+        return _without_sample_len(group[0])
+    longest = max(lengths)
+    return replace(group[0], decode_options={**group[0].decode_options, "sample_len": longest})
+
+
 def decode_windows(
     backend: WhisperBackend,
     windows: Sequence[Window],
@@ -955,18 +971,24 @@ def decode_windows(
     file's draws above temperature 0 are its own, whatever its batch-mates). ``align_prompts``:
     each group's previous-text prompts cut to one length (:func:`aligned_prompts`; the spans of a
     batched file), or those of the windows it is true of (live decodes); else each file's own
-    prompt (its transcript exactly as alone, in as many decoder sessions as prompt lengths)."""
+    prompt (its transcript exactly as alone, in as many decoder sessions as prompt lengths).
+    Windows whose prompts are aligned also share a session across ``sample_len``s: it decodes
+    to the longest of them (live decodes' token budgets differ with their audio's length)."""
     audio = backend.embed_audio(np.stack([w.mel for w in windows]))
-    groups: list[tuple[str, TranscribeOptions, list[int]]] = []
+    groups: list[tuple[str, TranscribeOptions, bool, list[int]]] = []
     for row, window in enumerate(windows):
         file = window.file
-        for language, options, rows in groups:
-            if language == file.language and _same_decoding(options, file.options):
+        pooled = align_prompts(window) if callable(align_prompts) else align_prompts
+        own = _without_sample_len(file.options) if pooled else file.options
+        for language, options, shared, rows in groups:
+            if language == file.language and shared == pooled and _same_decoding(options, own):
                 rows.append(row)
                 break
         else:
-            groups.append((file.language, file.options, [row]))
-    for language, options, rows in groups:
+            groups.append((file.language, own, pooled, [row]))
+    for language, options, pooled, rows in groups:
+        if pooled:
+            options = _longest_sample_len([windows[row].file.options for row in rows])
         prompts = [windows[row].prompt for row in rows]
         if callable(align_prompts):
             shared = [i for i, row in enumerate(rows) if align_prompts(windows[row])]

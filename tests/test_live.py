@@ -177,10 +177,11 @@ def test_a_decode_may_write_a_budget_of_tokens_for_its_audio():
     assert budget(2.0, sample_len=100) == 100
 
 
-def test_a_segment_said_again_word_for_word_is_an_echo():
+def test_a_segment_that_repeats_itself_or_the_one_before_loops():
     def segment(text: str, at: float) -> dict:
         words = text.split()
         return {
+            "text": f" {text}",
             "end": at + len(words),
             "words": [
                 {"word": f" {x}", "start": at + i, "end": at + i + 0.5} for i, x in enumerate(words)
@@ -193,17 +194,18 @@ def test_a_segment_said_again_word_for_word_is_an_echo():
             segment("the trees were wet", 4),
             segment("Yes.", 8),
             segment("Yes.", 9),
+            segment("as few " * 8, 10),
         ]
     }
     words, _ = words_of(result, 0.0)
-    assert [x.echo for x in words] == [False] * 4 + [True] * 4 + [False, False]
+    assert [x.loop for x in words] == [False] * 4 + [True] * 4 + [False] * 2 + [True] * 16
     assert all(x.repeats for x in words[4:8]) and not words[8].repeats
 
 
-def test_echoes_are_never_confirmed():
+def test_words_that_loop_are_never_confirmed():
     t = policy(max_tentative_seconds=2.0)
     said = [w("the", 0.0, 0.3), w("trees", 0.3, 0.6), w("were", 0.6, 0.8), w("wet", 0.8, 1.0)]
-    again = [LiveWord(x.start + 1.0, x.end + 1.0, x.text, echo=True, repeats=True) for x in said]
+    again = [LiveWord(x.start + 1.0, x.end + 1.0, x.text, repeats=True, loop=True) for x in said]
     decode(t, 2.0, [*said, *again])
     _, update = decode(t, 2.0, [*said, *again])
     # the two hypotheses agree on all eight words; the four said again are held back, old too

@@ -33,6 +33,7 @@ from ..audio.speech_gate import LIVE_VAD, SpeechAudio, SpeechEnd, SpeechGate
 from ..audio.vad import VadParameters
 from ..errors import DecodingOptionsError
 from .backend import WhisperBackend
+from .decode import compression_ratio
 
 MAX_BUFFER_SECONDS = 30.0
 """Whisper's window: the buffer is cut (at the last confirmed word) before it grows past it."""
@@ -50,7 +51,7 @@ LOOP_COMPRESSION = 2.4
 FALLBACK_STEP = 0.2
 """The temperature step of an utterance's last decode's fallback."""
 ECHO_WORDS = 3
-"""A segment of this many words or more that repeats the one before it is a loop (an echo)."""
+"""A segment of this many words or more that says the one before it again loops."""
 MAX_OVERLAP_WORDS = 5
 """The longest run of words at a hypothesis' start checked against the confirmed words' end."""
 TOKENS_PER_SECOND = 6.0
@@ -110,9 +111,10 @@ class LiveWord:
     probability: float = 1.0
     repeats: bool = False
     """Its segment repeats itself (a decoding loop): never confirmed for being old alone."""
-    echo: bool = False
-    """Its segment says again, word for word, the one before it (a loop of sentences): never
-    confirmed by agreement or age, and left out of an utterance's last decode."""
+    loop: bool = False
+    """Its segment loops: its own text repeats itself (compression ratio over
+    ``LOOP_COMPRESSION``) or says the one before it again word for word. Never confirmed, by
+    agreement or age, and left out of an utterance's last decode."""
 
     @property
     def key(self) -> str:
@@ -184,17 +186,20 @@ class LiveRequest:
 
 def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
     """The words of a ``transcribe`` result (word timestamps on) and its segments' ends, moved
-    to the stream's timeline (the buffer began at ``start``); words of a segment whose
-    compression ratio is over ``LOOP_COMPRESSION`` are marked as repeating, and those of a
-    segment of ``ECHO_WORDS`` words or more that says the one before it again as echoes."""
+    to the stream's timeline (the buffer began at ``start``). Words of a window whose
+    compression ratio is over ``LOOP_COMPRESSION`` are marked as repeating; those of a segment
+    whose own text is, or of ``ECHO_WORDS`` words or more that says the one before it again,
+    as looping."""
     words, ends = [], []
     previous: list[str] = []
     for segment in result.get("segments", []):
         ends.append(start + float(segment["end"]))
         keys = [_key(w["word"]) for w in segment.get("words") or [] if re.search(r"\w", w["word"])]
-        echo = len(keys) >= ECHO_WORDS and keys == previous
+        loop = (len(keys) >= ECHO_WORDS and keys == previous) or compression_ratio(
+            str(segment.get("text", ""))
+        ) > LOOP_COMPRESSION
         previous = keys
-        repeats = echo or float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
+        repeats = loop or float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
         for word in segment.get("words") or []:
             if not re.search(r"\w", word["word"]):
                 continue  # punctuation alone: nothing to confirm
@@ -205,7 +210,7 @@ def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
                     word["word"],
                     float(word.get("probability", 1.0)),
                     repeats,
-                    echo,
+                    loop,
                 )
             )
     return words, ends
@@ -351,7 +356,7 @@ class LiveTranscript:
             words = [w for w in words if w.start < heard]
         new = self._unconfirmed(words)
         if request.final:
-            confirmed = [w for w in new if not w.echo]
+            confirmed = [w for w in new if not w.loop]
             self._hypotheses = []
         else:
             self._hypotheses = [*self._hypotheses, new][-self.options.agreement :]
@@ -431,7 +436,7 @@ class LiveTranscript:
             else:
                 cut = start + seconds - self.options.buffer_seconds
                 newest = self._hypotheses[-1] if self._hypotheses else []
-                forced = [w for w in newest if w.end <= cut and not w.echo]
+                forced = [w for w in newest if w.end <= cut and not w.loop]
                 self.confirmed.extend(forced)
         if cut is None:
             return []
@@ -451,12 +456,12 @@ def _prefix_ending_by(words: list[LiveWord], time: float) -> list[LiveWord]:
 
 def _common_prefix(hypotheses: list[list[LiveWord]]) -> list[LiveWord]:
     """The newest hypothesis' words, from its start, on which all of them agree, up to the
-    first echo."""
+    first that loops."""
     newest = hypotheses[-1]
     count = 0
     while (
         count < min(len(h) for h in hypotheses)
-        and not newest[count].echo
+        and not newest[count].loop
         and all(h[count].key == newest[count].key for h in hypotheses)
     ):
         count += 1

@@ -55,7 +55,7 @@ class SpeechGate:
 
     def __init__(self, parameters: VadParameters | None = None) -> None:
         self.parameters = p = parameters or LIVE_VAD
-        self._silero = SileroStream()
+        self._silero = SileroStream(live=True)
         self._threshold, self._low = p.threshold, max(p.threshold - 0.15, 0.01)
         self._pad = int(SAMPLE_RATE * p.speech_pad_ms / 1000)
         self._min_silence = SAMPLE_RATE * p.min_silence_duration_ms / 1000

@@ -86,17 +86,22 @@ def _silero():
 
 
 @functools.cache
-def _vad_session():
+def _vad_session(live: bool = False):
     """An onnxruntime session on the Silero model faster-whisper ships, with faster-whisper's
     options except one: its intra-op threads are every usable core, not one (10 minutes of audio
-    through the VAD 1.38x faster on 2 cores, the same probabilities bit for bit, tested)."""
+    through the VAD 1.38x faster on 2 cores, the same probabilities bit for bit, tested).
+    ``live``: one thread that never spins waiting for work, faster-whisper's count: a live
+    stream's pieces are small, and the engine decodes beside them (on a 2-core server with 4
+    streams, a second VAD thread spinning took the cores the engine's threads wait on)."""
     import onnxruntime
     from faster_whisper.utils import get_assets_path
 
     _silero()  # the friendly error when faster-whisper is missing
     options = onnxruntime.SessionOptions()
     options.inter_op_num_threads = 1
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = 1 if live else len(os.sched_getaffinity(0))
+    if live:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_cpu_mem_arena = False
     options.log_severity_level = 4
     return onnxruntime.InferenceSession(
@@ -112,8 +117,8 @@ class SileroStream:
     the LSTM state carried from call to call, at most :data:`VAD_BATCH_WINDOWS` windows per
     model call (memory stays that of one batch); :meth:`finish` gives the padded tail's."""
 
-    def __init__(self) -> None:
-        self._session = _vad_session()
+    def __init__(self, live: bool = False) -> None:
+        self._session = _vad_session(live)
         self._state = {
             "h": np.zeros((1, 1, 128), np.float32),
             "c": np.zeros((1, 1, 128), np.float32),

@@ -37,6 +37,17 @@ def test_median_filter_matches_openai_whisper(shape, width):
     np.testing.assert_array_equal(median_filter(x, width), expected)
 
 
+@pytest.mark.parametrize("width", [3, 7])
+def test_median_filter_sorts_nan_last_as_openai_whisper(width):
+    x = np.random.default_rng(width).normal(size=(3, 5, 40)).astype(np.float32)
+    x[0, 0] = np.nan  # a whole row
+    x[1, :, 10:14] = np.nan  # most of some windows
+    x[2, :, ::6] = np.nan  # one in some windows
+    x[2, 1, 3] = np.inf
+    expected = ow_timing.median_filter(torch.from_numpy(x.copy()), width).numpy()
+    np.testing.assert_array_equal(median_filter(x, width), expected)
+
+
 @pytest.mark.parametrize("width", [0, 2, -3])
 def test_median_filter_rejects_even_or_non_positive_widths(width):
     with pytest.raises(ValueError, match="odd"):

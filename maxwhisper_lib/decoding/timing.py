@@ -52,13 +52,14 @@ def median_filter(x: np.ndarray, width: int) -> np.ndarray:
         return np.partition(windows, pad, axis=-1)[..., pad]
     n = x.shape[-1]
     nan = np.isnan(padded)
-    if nan.any():  # NaN as +inf sorts last; the median is NaN where most of its window is
+    has_nan = bool(nan.any())
+    if has_nan:  # NaN as +inf sorts last; the median is NaN where most of its window is
         padded = np.where(nan, np.inf, padded)
     values = [padded[..., i : i + n] for i in range(width)]
     for i, j in SORT_7:
         values[i], values[j] = np.minimum(values[i], values[j]), np.maximum(values[i], values[j])
     median = values[pad]
-    if nan.any():
+    if has_nan:
         count = sum(nan[..., i : i + n].astype(np.int8) for i in range(width))
         median = np.where(count > pad, np.float32(np.nan), median)
     return median

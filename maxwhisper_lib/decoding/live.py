@@ -194,15 +194,15 @@ def words_of(result: dict, start: float) -> tuple[list[LiveWord], list[float]]:
     previous: list[str] = []
     for segment in result.get("segments", []):
         ends.append(start + float(segment["end"]))
-        keys = [_key(w["word"]) for w in segment.get("words") or [] if re.search(r"\w", w["word"])]
+        # punctuation alone: nothing to confirm
+        said = [w for w in segment.get("words") or [] if re.search(r"\w", w["word"])]
+        keys = [_key(w["word"]) for w in said]
         loop = (len(keys) >= ECHO_WORDS and keys == previous) or compression_ratio(
             str(segment.get("text", ""))
         ) > LOOP_COMPRESSION
         previous = keys
         repeats = loop or float(segment.get("compression_ratio", 0.0)) > LOOP_COMPRESSION
-        for word in segment.get("words") or []:
-            if not re.search(r"\w", word["word"]):
-                continue  # punctuation alone: nothing to confirm
+        for word in said:
             words.append(
                 LiveWord(
                     start + float(word["start"]),

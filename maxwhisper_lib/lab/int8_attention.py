@@ -78,9 +78,8 @@ def int8_attention(q, k, v, variant: Int8Attention = Int8Attention()):
     total = e.sum(dim=-1, keepdim=True)
     if variant.pv == "float32":
         return (e / total) @ v
-    pq = torch.round(
-        e * QMAX
-    )  # as the kernel: 0 .. 127, ties to even (AVX2's pmaddubsw needs 7 bits)
+    # as the kernel: 0 .. 127, ties to even (AVX2's pmaddubsw needs 7 bits)
+    pq = torch.round(e * QMAX)
     vq, v_scale = quantize_rows(v.transpose(-1, -2))  # a scale per channel
     return (pq.double() @ vq.double().transpose(-1, -2)).float() * (
         v_scale.transpose(-1, -2) / (QMAX * total)

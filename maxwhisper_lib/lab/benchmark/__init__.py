@@ -29,7 +29,7 @@ files); ``__main__`` the command line.
 """
 
 from ...decoding.text import word_error_rate
-from .clips import ClipAudio, batch_files, build_long_audio, load_clips
+from .clips import ClipAudio, batch_files, build_long_audio, load_clips, long_reference
 from .engines import (
     DECODING,
     DECODING_GRAPHS,
@@ -87,6 +87,7 @@ __all__ = [
     "default_output_dir",
     "load_clips",
     "load_result",
+    "long_reference",
     "make_engine",
     "median_index",
     "run_benchmark",

@@ -63,6 +63,25 @@ def build_long_audio(audios: Sequence[np.ndarray], seconds: float) -> np.ndarray
     return np.concatenate(pieces * repeats)[:wanted].astype(np.float32, copy=False)
 
 
+def long_reference(clips: Sequence[ClipAudio], seconds: float) -> str:
+    """The reference of :func:`build_long_audio` ``(clips' samples, seconds)``: the references of
+    every clip that starts before the cut, in turn. A clip the cut splits keeps its whole
+    reference, so every engine's transcript pays the same words for the missing end (compare
+    WERs on one file, not with another length's)."""
+    wanted = round(seconds * SAMPLE_RATE)
+    pieces = [c for c in clips if len(c.samples)]
+    if not pieces or wanted <= 0:
+        raise BenchmarkError("no audio to build a long input from")
+    words, at = [], 0
+    while at < wanted:
+        for clip in pieces:
+            if at >= wanted:
+                break
+            words.append(clip.reference)
+            at += len(clip.samples)
+    return " ".join(w for w in words if w)
+
+
 def batch_files(
     clips: Sequence[ClipAudio], count: int, max_seconds: float = 30.0
 ) -> list[ClipAudio]:

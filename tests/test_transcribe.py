@@ -248,6 +248,47 @@ def test_batch_of_three_files_gives_the_one_at_a_time_texts(max_tiny, max_greedy
 
 
 @pytest.mark.slow
+def test_ended_windows_leave_the_cpus_batch_and_change_nothing(max_tiny, audio_of):
+    """On the CPU a window's rows leave the step graph's batch once it has ended: the batch
+    shrinks as the windows end, and every token, log-probability sum and no-speech probability
+    is what running every row to the last step gives."""
+    from maxwhisper_lib.decoding.decode import DecodingOptions, decode
+
+    ids = ["jfk", "osr-us-000-0034", "librispeech-1089-134686-0001", "stereo-diarization"]
+    mels = np.stack(
+        [max_tiny.log_mel(audio_of(i)[:N_SAMPLES], N_SAMPLES)[:, :N_FRAMES] for i in ids]
+    )
+    loop = max_tiny.greedy_loop
+    batches: list[int] = []
+    run = max_tiny.run
+
+    def counting(name, *inputs):
+        if name == "decode_step":
+            batches.append(int(inputs[0].shape[0]))
+        return run(name, *inputs)
+
+    options = DecodingOptions(temperature=0.0, without_timestamps=False)
+    max_tiny.run = counting
+    try:
+        dropping = decode(max_tiny, mels, options)
+        shrunk = list(batches)
+        loop.drop_ended = False
+        batches.clear()
+        keeping = decode(max_tiny, mels, options)
+    finally:
+        loop.drop_ended = True
+        del max_tiny.run
+    assert shrunk[0] == len(ids) and shrunk[-1] < len(ids), shrunk
+    assert shrunk == sorted(shrunk, reverse=True) and len(shrunk) == len(batches)
+    assert set(batches) == {len(ids)}
+    for mine, full in zip(dropping, keeping, strict=True):
+        assert mine.tokens == full.tokens
+        assert mine.avg_logprob == full.avg_logprob
+        assert mine.no_speech_prob == full.no_speech_prob
+    assert len({len(r.tokens) for r in keeping}) > 1  # the windows ended at different steps
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("read_every", [3, 8])
 def test_reading_the_tokens_back_every_k_steps_changes_nothing(max_tiny, max_greedy, read_every):
     """The GPU's way of learning that every window has ended (the tokens copied back every K

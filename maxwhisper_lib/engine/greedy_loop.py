@@ -103,6 +103,9 @@ class GreedyLoop:
         self.read_every = 1 if self.device.is_host else READ_EVERY
         """Steps between read-backs of the tokens: on the CPU after each step, where they are
         in host memory already (more works there too: the tests use it)."""
+        self.drop_ended = True
+        """CPU: sequences that have ended leave the batch (:meth:`_steps_on_host`); off, every
+        row runs to the last step (the same tokens and sums; tests compare the two)."""
         self.workspaces: OrderedDict[int, Workspace] = OrderedDict()
         self._ids: Buffer | None = None
         self.capture_failed: str | None = None
@@ -133,11 +136,16 @@ class GreedyLoop:
         if steps < 1:
             raise ValueError(f"a prompt of {n_prompt} tokens leaves no room to decode")
         start = self.start(session, initial, sot_index, first_mask, later_mask, settings)
+        eot = int(settings[0])
         try:
-            done = 1 + self._steps(start.space, start.inputs, steps - 1, int(settings[0]))
-            self.device.synchronize()
-            history = runtime.host_copy(start.space.state[0])
-            sums = runtime.host_float32(start.space.state[3]).copy()
+            if self.read_every == 1 and self.device.is_host:  # the tokens are in host memory
+                ran, history, sums = self._steps_on_host(start.inputs, steps - 1, eot)
+            else:
+                ran = self._steps(start.space, start.inputs, steps - 1, eot)
+                self.device.synchronize()
+                history = runtime.host_copy(start.space.state[0])
+                sums = runtime.host_float32(start.space.state[3]).copy()
+            done = 1 + ran
             no_speech_probs = runtime.host_float32(start.no_speech).astype(np.float64)
         finally:
             start.space.in_use = False
@@ -192,15 +200,80 @@ class GreedyLoop:
         inputs = [*space.state, *fixed, *space.cross, *space.caches]
         return Started(space, inputs, no_speech, keep)
 
-    def _steps(self, space: Workspace, inputs: list[Buffer], limit: int, eot: int) -> int:
-        """Run up to ``limit`` step graphs; how many ran (the last may follow the end)."""
+    def _steps_on_host(
+        self, inputs: list[Buffer], limit: int, eot: int
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """The CPU's steps, up to ``limit``, reading each step's tokens in host memory: how many
+        ran, the token history and the summed log-probabilities. Sequences that have ended
+        leave the batch after the step that ended them (:meth:`_without`): a step's time grows
+        with its rows (each reads its window's cross keys/values), and a batch's sequences end
+        far apart."""
         model = self.model
-        if self.read_every == 1 and self.device.is_host:  # the tokens are in host memory
-            for step in range(limit):
-                (tokens,) = model.run("decode_step", *inputs)
-                if (tokens.to_numpy() == eot).all():
-                    return step + 1
-            return limit
+        batch = int(inputs[0].shape[0])
+        history = np.empty((batch, int(inputs[0].shape[1])), np.int64)
+        sums = np.empty(batch, np.float32)
+        alive = np.arange(batch)  # the original row of each row left, in order
+        ran = limit
+        for step in range(limit):
+            (tokens,) = model.run("decode_step", *inputs)
+            ended = tokens.to_numpy() == eot
+            if ended.all():
+                ran = step + 1
+                break
+            if ended.any() and self.drop_ended and self._per_window(inputs):
+                inputs = self._without(inputs, ended, alive, history, sums, eot)
+                alive = alive[~ended]
+        self.device.synchronize()
+        history[alive] = inputs[0].to_numpy()
+        sums[alive] = inputs[3].to_numpy()
+        return ran, history, sums
+
+    def _per_window(self, inputs: list[Buffer]) -> bool:
+        """Whether ``inputs`` carry each sequence's window (per-window cross keys/values,
+        which then need no gathering)."""
+        return len(inputs) == 4 + 4 + 4 * self.model.dims.n_text_layer
+
+    def _without(
+        self,
+        inputs: list[Buffer],
+        ended: np.ndarray,
+        alive: np.ndarray,
+        history: np.ndarray,
+        sums: np.ndarray,
+        eot: int,
+    ) -> list[Buffer]:
+        """The step inputs without the rows ``ended``, whose history (end-of-text from the
+        current length on, as further steps would write) and sums go to ``history`` and
+        ``sums`` at their original rows ``alive[ended]``. The per-row state, windows and
+        self-attention caches (their filled positions) are gathered; the rest is shared."""
+        keep = ~ended
+        self.device.synchronize()
+        length = int(inputs[1].to_numpy()[0])
+        finished = inputs[0].to_numpy()[ended]
+        finished[:, length:] = eot
+        history[alive[ended]] = finished
+        sums[alive[ended]] = inputs[3].to_numpy()[ended]
+
+        def gathered(buffer: Buffer) -> Buffer:
+            return self.model.to_device(np.ascontiguousarray(buffer.to_numpy()[keep]))
+
+        def cache(buffer: Buffer) -> Buffer:
+            old = buffer.to_numpy()
+            new = np.zeros((int(keep.sum()), *old.shape[1:]), old.dtype)
+            new[:, :, :length] = old[keep, :, :length]  # the slots written so far
+            return self.model.to_device(new)
+
+        n_cross = 2 * self.model.dims.n_text_layer
+        state = [gathered(inputs[0]), inputs[1], gathered(inputs[2]), gathered(inputs[3])]
+        mask, ids, settings, rows = inputs[4:8]
+        cross = inputs[8 : 8 + n_cross]
+        caches = [cache(b) for b in inputs[8 + n_cross :]]
+        return [*state, mask, ids, settings, gathered(rows), *cross, *caches]
+
+    def _steps(self, space: Workspace, inputs: list[Buffer], limit: int, eot: int) -> int:
+        """Run up to ``limit`` step graphs on a GPU, reading the tokens back every
+        :attr:`read_every` steps without blocking; how many ran (the last may follow the end)."""
+        model = self.model
         start = time.perf_counter()
         pending: list[tuple[DeviceEvent, Buffer]] = []
         reads = 0
